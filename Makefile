@@ -1,0 +1,23 @@
+# The README's two commands: `make demo` and `make test`. Each creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-test
+
+.PHONY: venv test demo lint clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -p no:anyio -p no:cacheprovider tests
+
+demo: $(STAMP)
+	$(BIN)/python -m geventagent.demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,200 @@
+"""The geventagent exception tree: every error carries Node's error code in ``.code``.
+
+Only the socket, TLS and parser layers see ``OSError`` or parser errors; they translate them here
+with :func:`from_os_error` and :func:`from_parser_error` (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import socket as _stdsocket
+from typing import Any, Optional
+
+__all__ = [
+    "GeventAgentError",
+    "InvalidArgTypeError",
+    "InvalidArgValueError",
+    "OutOfRangeError",
+    "InvalidProtocolError",
+    "InvalidHttpTokenError",
+    "InvalidCharError",
+    "UnescapedCharactersError",
+    "NetworkError",
+    "ConnectionRefused",
+    "ConnectionReset",
+    "RequestTimeout",
+    "HttpParseError",
+    "ThreadError",
+    "socket_hang_up",
+    "from_os_error",
+    "from_parser_error",
+]
+
+
+class GeventAgentError(Exception):
+    """Root of every error geventagent raises.
+
+    Attributes:
+        code (str | None): Node's error code, e.g. ``"ECONNRESET"`` or ``"ERR_INVALID_ARG_TYPE"``.
+        reused_socket (bool): True when the request that failed ran on a socket taken from the pool
+            (Node's ``req.reusedSocket``); False otherwise.
+    """
+
+    code: Optional[str] = None
+    reused_socket: bool = False
+
+    def __init__(self, message: str = "", code: Optional[str] = None, **context: Any) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        for key, value in context.items():
+            setattr(self, key, value)
+
+    def __str__(self) -> str:  # OSError subclasses would otherwise print "[Errno None] ..."
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidArgTypeError(GeventAgentError, TypeError):
+    """A value of the wrong type (Node ``ERR_INVALID_ARG_TYPE``, a ``TypeError``)."""
+
+    code = "ERR_INVALID_ARG_TYPE"
+
+
+class InvalidArgValueError(GeventAgentError, ValueError, TypeError):
+    """A value of the right type but not allowed (Node ``ERR_INVALID_ARG_VALUE``; Node makes it a
+    ``TypeError``, Python users expect ``ValueError``: it is both)."""
+
+    code = "ERR_INVALID_ARG_VALUE"
+
+
+class OutOfRangeError(GeventAgentError, ValueError):
+    """A number outside its range (Node ``ERR_OUT_OF_RANGE``)."""
+
+    code = "ERR_OUT_OF_RANGE"
+
+
+class InvalidProtocolError(GeventAgentError, ValueError):
+    """A URL scheme the chosen agent does not serve (Node ``ERR_INVALID_PROTOCOL``)."""
+
+    code = "ERR_INVALID_PROTOCOL"
+
+
+class InvalidHttpTokenError(GeventAgentError, ValueError):
+    """A header name or method that is not an HTTP token (Node ``ERR_INVALID_HTTP_TOKEN``)."""
+
+    code = "ERR_INVALID_HTTP_TOKEN"
+
+
+class InvalidCharError(GeventAgentError, ValueError):
+    """A header value with a CR, LF, NUL or other control character (Node ``ERR_INVALID_CHAR``)."""
+
+    code = "ERR_INVALID_CHAR"
+
+
+class UnescapedCharactersError(GeventAgentError, ValueError):
+    """A request path with spaces or control characters (Node ``ERR_UNESCAPED_CHARACTERS``)."""
+
+    code = "ERR_UNESCAPED_CHARACTERS"
+
+
+class ThreadError(GeventAgentError, RuntimeError):
+    """An agent was used from an OS thread other than the one (and hub) that created it."""
+
+    code = "ERR_WRONG_THREAD"
+
+
+class NetworkError(GeventAgentError, OSError):
+    """A socket-level failure; ``.code`` is the errno name (``EHOSTUNREACH``, ``EPIPE``, ...)."""
+
+
+class ConnectionRefused(NetworkError, ConnectionRefusedError):
+    """The server refused the connection (``ECONNREFUSED``)."""
+
+    code = "ECONNREFUSED"
+
+
+class ConnectionReset(NetworkError, ConnectionResetError):
+    """The connection was reset or closed early (``ECONNRESET``; ``"socket hang up"`` when the server
+    closed before any response byte, ``"aborted"`` when it closed in the middle of a response)."""
+
+    code = "ECONNRESET"
+
+
+class RequestTimeout(NetworkError, TimeoutError):
+    """The socket was inactive for longer than ``timeout`` / ``connect_timeout`` (``ETIMEDOUT``)."""
+
+    code = "ETIMEDOUT"
+
+
+class HttpParseError(GeventAgentError, ValueError):
+    """A malformed response; ``.code`` is llhttp's ``HPE_*`` name, as in Node."""
+
+    code = "HPE_INVALID_CONSTANT"
+
+
+def socket_hang_up(**context: Any) -> ConnectionReset:
+    """Node's ``ConnResetException('socket hang up')``."""
+    return ConnectionReset("socket hang up", **context)
+
+
+def from_os_error(exc: BaseException, action: str = "", address: str = "") -> GeventAgentError:
+    """Translate an ``OSError`` (or gevent/socket timeout) into the matching geventagent error.
+
+    Args:
+        exc: the error raised by the socket layer.
+        action: Node's syscall word for the message (``"connect"``, ``"write"``, ``"read"``).
+        address: ``"host:port"`` or a Unix socket path, for the message.
+    """
+    if isinstance(exc, GeventAgentError):
+        return exc
+    where = " ".join(part for part in (action, "%s", address) if part)
+    if isinstance(exc, (TimeoutError, _stdsocket.timeout)):
+        return RequestTimeout(where % "ETIMEDOUT")
+    err = getattr(exc, "errno", None)
+    name = _errno.errorcode.get(err, "") if isinstance(err, int) else ""
+    if isinstance(exc, ConnectionRefusedError) or name == "ECONNREFUSED":
+        return ConnectionRefused(where % "ECONNREFUSED", errno=err)
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)) or name in ("ECONNRESET", "EPIPE"):
+        code = name or "ECONNRESET"
+        if code == "EPIPE":
+            return ConnectionReset(where % code, code=code, errno=err)
+        return ConnectionReset(where % code, errno=err)
+    if isinstance(exc, _stdsocket.gaierror):
+        return NetworkError("getaddrinfo ENOTFOUND %s" % address.rsplit(":", 1)[0], code="ENOTFOUND")
+    code = name or type(exc).__name__
+    detail = getattr(exc, "strerror", None) or str(exc)
+    return NetworkError((where % code) + (" (%s)" % detail if detail else ""), code=code, errno=err)
+
+
+# llhttp's reason strings (as httptools reports them) -> Node's HPE_* code.
+_PARSER_CODES = (
+    ("Content-Length can't be present with Transfer-Encoding", "HPE_UNEXPECTED_CONTENT_LENGTH"),
+    ("Duplicate Content-Length", "HPE_UNEXPECTED_CONTENT_LENGTH"),
+    ("Invalid character in Content-Length", "HPE_INVALID_CONTENT_LENGTH"),
+    ("Content-Length overflow", "HPE_INVALID_CONTENT_LENGTH"),
+    ("chunk size", "HPE_INVALID_CHUNK_SIZE"),
+    ("Invalid header token", "HPE_INVALID_HEADER_TOKEN"),
+    ("Invalid header value char", "HPE_INVALID_HEADER_TOKEN"),
+    ("Invalid header field char", "HPE_INVALID_HEADER_TOKEN"),
+    ("Transfer-Encoding", "HPE_INVALID_TRANSFER_ENCODING"),
+    ("status", "HPE_INVALID_STATUS"),
+    ("Invalid HTTP version", "HPE_INVALID_VERSION"),
+    ("Expected HTTP/", "HPE_INVALID_CONSTANT"),
+    ("Expected LF", "HPE_LF_EXPECTED"),
+    ("Expected CRLF", "HPE_STRICT"),
+    ("Missing expected CR", "HPE_CR_EXPECTED"),
+)
+
+
+def from_parser_error(exc: BaseException) -> HttpParseError:
+    """Translate an httptools/llhttp parse error into :class:`HttpParseError` with Node's code."""
+    message = str(exc)
+    code = "HPE_INVALID_CONSTANT"
+    if type(exc).__name__ == "HttpParserInvalidStatusError":
+        code = "HPE_INVALID_STATUS"
+    else:
+        for needle, candidate in _PARSER_CODES:
+            if needle.lower() in message.lower():
+                code = candidate
+                break
+    return HttpParseError("Parse Error: %s" % (message or code), code=code)

@@ -1,0 +1,325 @@
+"""``IncomingMessage``: a response's status, headers and streamed body (Node's ``http.IncomingMessage``).
+
+The body is parsed as it arrives; the socket goes back to the agent as soon as the last byte of the
+message has been parsed (even if the caller has not consumed the buffered chunks yet), by emitting
+``'free'`` on it. This module never imports the agent.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
+
+import gevent
+
+from .errors import ConnectionReset, GeventAgentError, RequestTimeout
+from .events import EventEmitter
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._http import ResponseParser
+    from .client import ClientRequest
+    from .socket import Socket
+
+__all__ = ["IncomingMessage", "build_headers"]
+
+# Node's _http_incoming.js matchKnownFields: for these a duplicate is discarded.
+_SINGLE = frozenset(
+    (
+        "age",
+        "authorization",
+        "content-length",
+        "content-type",
+        "etag",
+        "expires",
+        "from",
+        "host",
+        "if-modified-since",
+        "if-unmodified-since",
+        "last-modified",
+        "location",
+        "max-forwards",
+        "proxy-authorization",
+        "referer",
+        "retry-after",
+        "server",
+        "user-agent",
+    )
+)
+
+#: ``close()`` drains at most this many unread body bytes, within ``_DRAIN_SECONDS``.
+_DRAIN_LIMIT = 64 * 1024
+_DRAIN_SECONDS = 1.0
+
+
+def build_headers(raw: List[Tuple[str, str]]) -> Dict[str, Union[str, List[str]]]:
+    """Node's rules: lower-case names; ``set-cookie`` a list; ``cookie`` joined with ``"; "``;
+    duplicates of single-valued fields dropped; others joined with ``", "``."""
+    headers: Dict[str, Any] = {}
+    for name, value in raw:
+        key = name.lower()
+        if key not in headers:
+            headers[key] = [value] if key == "set-cookie" else value
+        elif key == "set-cookie":
+            headers[key].append(value)
+        elif key in _SINGLE:
+            continue
+        elif key == "cookie":
+            headers[key] += "; " + value
+        else:
+            headers[key] += ", " + value
+    return headers
+
+
+class IncomingMessage(EventEmitter):
+    """A response. Blocking reads (:meth:`read`, iteration, :meth:`text`, :meth:`json`) let other
+    greenlets run.
+
+    Attributes:
+        status_code (int), status_message (str), http_version (str, ``"1.1"``),
+        headers (dict: lower-case names; Node's duplicate rules), raw_headers (list of
+        ``(name, value)`` as received), trailers (dict, after the end), complete (bool: the whole
+        message arrived), aborted (bool), socket (:class:`Socket` | None: None once released),
+        upgrade_head (bytes | None: bytes after a 101 / CONNECT head).
+
+    Events: ``'data'(chunk)``, ``'end'``, ``'aborted'``, ``'error'(exc)``, ``'close'``.
+    """
+
+    def __init__(self, req: "ClientRequest", parser: "ResponseParser", socket: "Socket") -> None:
+        self.req = req
+        self._parser = parser
+        self.socket: Optional["Socket"] = socket
+        self.status_code = parser.status_code
+        self.status_message = parser.status_message
+        self.http_version = parser.http_version
+        self.raw_headers = parser.raw_headers
+        self.upgrade_head: Optional[bytes] = parser.upgrade_head
+        self.complete = False
+        self.aborted = False
+        self._closed = False
+        self._headers: Optional[Dict[str, Any]] = None
+        self._consumed = 0
+        self._emitted = 0
+
+    def __repr__(self) -> str:
+        return "<IncomingMessage %d %s>" % (self.status_code, "complete" if self.complete else "streaming")
+
+    # -- headers --------------------------------------------------------------------------------
+    @property
+    def headers(self) -> Dict[str, Any]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = build_headers(self.raw_headers)
+        return headers
+
+    @property
+    def trailers(self) -> Dict[str, Any]:
+        return build_headers(self._parser.raw_trailers)
+
+    @property
+    def raw_trailers(self) -> List[Tuple[str, str]]:
+        return self._parser.raw_trailers
+
+    def get_header(self, name: str) -> Optional[str]:
+        """The value of header ``name`` (case-insensitive) as :attr:`headers` shows it, or None."""
+        headers = self._headers
+        if headers is not None:
+            return headers.get(name.lower())
+        lower = name.lower()
+        for key, value in self.raw_headers:
+            if key.lower() == lower:
+                return self.headers.get(lower) if lower in ("set-cookie",) else value
+        return None
+
+    # -- body -----------------------------------------------------------------------------------
+    def _deliver(self) -> None:
+        """Emit ``'data'`` for newly parsed chunks (if anybody listens) and finish the message."""
+        parser = self._parser
+        fresh = parser.body_bytes - self._emitted
+        if fresh > 0:
+            self._emitted = parser.body_bytes
+            events = self._events
+            if events and "data" in events:
+                chunks = []
+                for chunk in reversed(parser.body):
+                    if fresh <= 0:
+                        break
+                    chunks.append(chunk)
+                    fresh -= len(chunk)
+                for chunk in reversed(chunks):
+                    self.emit("data", chunk)
+        if parser.message_complete and not self.complete:
+            self._on_complete()
+
+    def _on_complete(self) -> None:
+        self.complete = True
+        if self._events and "end" in self._events:
+            self.emit("end")
+        self.req._response_on_end(self)
+
+    def _fill(self) -> None:
+        """Read once from the socket and parse. Raises on timeout, reset or a parse error; the
+        socket is then destroyed, never pooled."""
+        socket = self.socket
+        parser = self._parser
+        if socket is None or socket.destroyed:
+            err = ConnectionReset("aborted")
+            self._abort(err)
+            raise err
+        try:
+            data = socket.recv(65536)
+            if data:
+                parser.feed(data)
+            elif not parser.feed_eof():
+                raise ConnectionReset("aborted")
+        except BaseException as exc:
+            if isinstance(exc, RequestTimeout):
+                self.req._emit_timeout()
+            self._abort(exc)
+            raise
+        self._deliver()
+
+    def _abort(self, exc: Optional[BaseException]) -> None:
+        """The message cannot complete: destroy the socket (never pooled) and emit Node's events:
+        ``'aborted'``, the request's ``'close'``, ``'error'`` (if listened to), ``'close'``."""
+        if self.complete or self.aborted:
+            return
+        self.aborted = True
+        socket = self.socket
+        self.socket = None
+        if socket is not None and not socket.destroyed:
+            socket.close_reason = socket.close_reason or "error"
+            socket.destroy()
+        if isinstance(exc, GeventAgentError):
+            exc.reused_socket = self.req.reused_socket
+        self.emit("aborted")
+        self.req._emit_close()
+        if isinstance(exc, Exception) and self._events and "error" in self._events:
+            self.emit("error", exc)
+        self._emit_close()
+
+    def _emit_close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.emit("close")
+
+    def _take(self, amt: Optional[int]) -> bytes:
+        body = self._parser.body
+        if amt is None or amt >= self._parser.body_bytes - self._consumed:
+            data = b"".join(body) if len(body) != 1 else body[0]
+            body.clear()
+        else:
+            parts = []
+            need = amt
+            while need > 0 and body:
+                chunk = body.popleft()
+                if len(chunk) > need:
+                    parts.append(chunk[:need])
+                    body.appendleft(chunk[need:])
+                    need = 0
+                else:
+                    parts.append(chunk)
+                    need -= len(chunk)
+            data = b"".join(parts)
+        self._consumed += len(data)
+        return data
+
+    def read(self, amt: Optional[int] = None) -> bytes:
+        """Read the body: all of it (``amt=None``), or up to ``amt`` bytes (``b""`` at the end).
+
+        Raises:
+            RequestTimeout (``ETIMEDOUT``), ConnectionReset (``"aborted"``), HttpParseError (``HPE_*``).
+        """
+        parser = self._parser
+        if amt is None:
+            while not self.complete:
+                self._fill()
+            return self._take(None)
+        if amt <= 0:
+            return b""
+        while not self.complete and parser.body_bytes - self._consumed < amt:
+            if parser.body:
+                break  # return what we have, like a socket read
+            self._fill()
+        return self._take(amt)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Yield body chunks (bytes) as they arrive."""
+        body = self._parser.body
+        while True:
+            while body:
+                chunk = body.popleft()
+                self._consumed += len(chunk)
+                yield chunk
+            if self.complete:
+                return
+            self._fill()
+
+    iter_chunks = __iter__
+
+    @property
+    def content(self) -> bytes:
+        """The whole body (reads it if needed)."""
+        return self.read()
+
+    def text(self, encoding: Optional[str] = None) -> str:
+        """The body decoded with ``encoding``, else the Content-Type charset, else UTF-8."""
+        data = self.read()
+        if encoding is None:
+            ctype = self.get_header("content-type") or ""
+            for part in ctype.split(";")[1:]:
+                key, _, value = part.strip().partition("=")
+                if key.lower() == "charset" and value:
+                    encoding = value.strip('"')
+            encoding = encoding or "utf-8"
+        return data.decode(encoding, errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``json.JSONDecodeError`` if it is not)."""
+        return _json.loads(self.read())
+
+    # -- teardown -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the response: a short unread remainder (64 KiB, 1 s) is drained so the socket can
+        be pooled; otherwise the socket is destroyed. Idempotent."""
+        parser = self._parser
+        if not self.complete and not self.aborted:
+            drained = 0
+            try:
+                with gevent.Timeout(_DRAIN_SECONDS, False):
+                    while not self.complete and drained < _DRAIN_LIMIT:
+                        before = parser.body_bytes
+                        self._fill()
+                        drained += parser.body_bytes - before
+                        parser.body.clear()
+                        self._consumed = parser.body_bytes
+            except GeventAgentError:
+                pass
+            if not self.complete:
+                self._abort_quietly("unread_body")
+        parser.body.clear()
+        self._consumed = parser.body_bytes
+        self._emit_close()
+
+    def _abort_quietly(self, reason: str) -> None:
+        socket = self.socket
+        self.socket = None
+        self.aborted = True
+        if socket is not None and not socket.destroyed:
+            socket.close_reason = reason
+            socket.destroy()
+        self.req._emit_close()
+
+    def destroy(self, exc: Optional[BaseException] = None) -> None:
+        """Destroy the response: the socket is destroyed unless the message already completed
+        (then it is already back in the pool, as in Node)."""
+        if not self.complete:
+            self._abort_quietly("destroyed")
+        if exc is not None and self._events and "error" in self._events:
+            self.emit("error", exc)
+        self._emit_close()
+
+    def __enter__(self) -> "IncomingMessage":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()

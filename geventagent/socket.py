@@ -1,0 +1,358 @@
+"""``Socket``: one cooperative gevent socket, its timers and Node's ``net.Socket`` events.
+
+Connecting is lazy: an agent's ``create_connection()`` returns an unconnected ``Socket`` without
+blocking (the pool's bookkeeping never yields), and the greenlet that is handed the socket connects
+it. Events: ``'connect'``, ``'free'``, ``'agentRemove'``, ``'timeout'``, ``'error'(exc)``,
+``'close'(had_error)``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket as _stdsocket
+import time
+from typing import Any, Dict, Optional
+
+import gevent
+from gevent import socket as gsocket
+
+from .errors import GeventAgentError, RequestTimeout, from_os_error, socket_hang_up
+from .events import EventEmitter
+
+__all__ = ["Socket", "fork_generation"]
+
+_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    # Runs inside os.fork(): O(1), no I/O, nothing that can yield (integrations.md §4.6).
+    global _generation
+    _generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def fork_generation() -> int:
+    """How many times this process is a fork child of the process that imported geventagent."""
+    return _generation
+
+
+def _is_ip(host: str) -> int:
+    """The address family of an IP literal, or 0 for a name (no resolver round trip)."""
+    try:
+        _stdsocket.inet_pton(_stdsocket.AF_INET, host)
+        return _stdsocket.AF_INET
+    except (OSError, ValueError):
+        pass
+    try:
+        _stdsocket.inet_pton(_stdsocket.AF_INET6, host)
+        return _stdsocket.AF_INET6
+    except (OSError, ValueError):
+        return 0
+
+
+_FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
+
+
+class Socket(EventEmitter):
+    """One connection (plain TCP or a Unix socket), an :class:`EventEmitter`.
+
+    Args:
+        options (dict): connect options in snake_case: ``host`` (str), ``port`` (int),
+            ``socket_path`` (str), ``local_address`` (str), ``family`` (4 or 6),
+            ``connect_timeout`` / ``timeout`` (seconds), ``no_delay`` (bool, default True),
+            ``keep_alive`` (bool) and ``keep_alive_initial_delay`` (seconds).
+        sock: an already connected gevent socket to wrap (optional).
+
+    Attributes:
+        destroyed (bool), connecting (bool), connected (bool), timeout (float seconds, 0 = none),
+        bytes_read / bytes_written (int), close_reason (str | None: why the agent let it go),
+        requests (int: requests it carried), created_at (``time.monotonic()`` seconds).
+    """
+
+    def __init__(self, options: Optional[Dict[str, Any]] = None, sock: Any = None) -> None:
+        self.options: Dict[str, Any] = options if options is not None else {}
+        self._sock = sock
+        self.connected = sock is not None
+        self.connecting = False
+        self.destroyed = False
+        self.timeout = 0.0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.requests = 0
+        self.close_reason: Optional[str] = None
+        self.created_at = time.monotonic()
+        self.freed_at = 0.0
+        self.generation = _generation
+        self._refed = True
+        self._timer: Any = None
+        self._timer_after = -1.0
+        self._http_message: Any = None
+        self._agent: Any = None
+        self._agent_name: Optional[str] = None
+        self._agent_options: Optional[Dict[str, Any]] = None
+        self._peer: Any = None
+        self._local: Any = None
+
+    def __repr__(self) -> str:
+        state = "destroyed" if self.destroyed else ("connected" if self.connected else "new")
+        return "<Socket %s %s>" % (self._agent_name or self.options.get("host"), state)
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def writable(self) -> bool:
+        """False once the socket is destroyed (Node's ``socket.writable``)."""
+        return not self.destroyed
+
+    def fileno(self) -> int:
+        """The file descriptor, or -1 when not connected or destroyed."""
+        sock = self._sock
+        return sock.fileno() if sock is not None and not self.destroyed else -1
+
+    @property
+    def remote_address(self) -> Optional[str]:
+        peer = self._peer
+        return peer[0] if isinstance(peer, tuple) else peer
+
+    @property
+    def remote_port(self) -> Optional[int]:
+        peer = self._peer
+        return peer[1] if isinstance(peer, tuple) else None
+
+    @property
+    def local_address(self) -> Optional[str]:
+        local = self._local
+        return local[0] if isinstance(local, tuple) else local
+
+    @property
+    def local_port(self) -> Optional[int]:
+        local = self._local
+        return local[1] if isinstance(local, tuple) else None
+
+    # -- connecting -----------------------------------------------------------------------------
+    def connect(self) -> "Socket":
+        """Connect (blocking the calling greenlet only), then emit ``'connect'``.
+
+        Raises:
+            ConnectionRefused / NetworkError / RequestTimeout: the socket is destroyed first.
+        """
+        if self.connected:
+            return self
+        if self.destroyed:
+            raise GeventAgentError("Socket is destroyed", code="ERR_SOCKET_CLOSED")
+        opts = self.options
+        self.connecting = True
+        limit = opts.get("connect_timeout") or opts.get("timeout") or None
+        path = opts.get("socket_path")
+        address = ""
+        try:
+            if path:
+                address = path
+                sock = gsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+                self._sock = sock
+                sock.settimeout(limit)
+                sock.connect(path)
+            else:
+                host = opts.get("host") or "localhost"
+                port = int(opts.get("port") or 80)
+                address = "%s:%s" % (host, port)
+                sock = self._connect_tcp(host, port, limit)
+            self._after_connect(sock)
+        except BaseException as exc:
+            self.connecting = False
+            if isinstance(exc, Exception):
+                err = from_os_error(exc, "connect", address)
+                if isinstance(err, RequestTimeout):
+                    self.emit("timeout")
+                self.destroy(err)
+                raise err from exc
+            self.destroy()
+            raise
+        self.emit("connect")
+        return self
+
+    def _connect_tcp(self, host: str, port: int, limit: Optional[float]) -> Any:
+        opts = self.options
+        family = _FAMILIES.get(opts.get("family"), 0)  # type: ignore[arg-type]
+        ip_family = _is_ip(host)
+        if ip_family:
+            if family and family != ip_family:
+                raise OSError(97, "Address family not supported for %s" % host)
+            candidates = [(ip_family, (host, port))]
+        else:
+            infos = gsocket.getaddrinfo(host, port, family, _stdsocket.SOCK_STREAM)
+            candidates = [(info[0], info[4]) for info in infos]
+        last: Optional[BaseException] = None
+        local = opts.get("local_address")
+        for fam, addr in candidates:
+            sock = gsocket.socket(fam, _stdsocket.SOCK_STREAM)
+            self._sock = sock
+            try:
+                sock.settimeout(limit)
+                if local:
+                    sock.bind((local, 0))
+                sock.connect(addr)
+                return sock
+            except OSError as exc:
+                last = exc
+                sock.close()
+                self._sock = None
+                if isinstance(exc, (TimeoutError, _stdsocket.timeout)):
+                    raise
+        raise last if last is not None else OSError("no address for %s" % host)
+
+    def _after_connect(self, sock: Any) -> None:
+        opts = self.options
+        self.connecting = False
+        self.connected = True
+        if sock.family != _stdsocket.AF_UNIX:
+            if opts.get("no_delay", True):
+                sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+            if opts.get("keep_alive"):
+                self.set_keep_alive(True, opts.get("keep_alive_initial_delay", 1.0))
+        try:
+            self._peer = sock.getpeername()
+            self._local = sock.getsockname()
+        except OSError:
+            pass
+        sock.settimeout(self.timeout or None)
+
+    # -- I/O (used by the request/response code, one greenlet at a time) -------------------------
+    def send(self, data: Any) -> None:
+        """Write all of ``data``.
+
+        Raises:
+            RequestTimeout (after ``'timeout'``), ConnectionReset (``EPIPE``/``ECONNRESET``), NetworkError.
+        """
+        try:
+            self._sock.sendall(data)
+        except (OSError, AttributeError) as exc:
+            if self._sock is None or self.destroyed:
+                raise socket_hang_up() from exc
+            err = from_os_error(exc, "write")
+            if isinstance(err, RequestTimeout):
+                self.emit("timeout")
+            raise err from exc
+        self.bytes_written += len(data)
+
+    def recv(self, size: int = 65536) -> bytes:
+        """Read up to ``size`` bytes; ``b""`` at EOF.
+
+        Raises:
+            RequestTimeout (after ``'timeout'``), ConnectionReset, NetworkError.
+        """
+        try:
+            data = self._sock.recv(size)
+        except (OSError, AttributeError) as exc:
+            if self._sock is None or self.destroyed:
+                raise socket_hang_up() from exc
+            err = from_os_error(exc, "read")
+            if isinstance(err, RequestTimeout):
+                self.emit("timeout")
+            raise err from exc
+        self.bytes_read += len(data)
+        return data
+
+    # -- options --------------------------------------------------------------------------------
+    def set_timeout(self, seconds: Optional[float], callback: Any = None) -> "Socket":
+        """Inactivity limit for blocking reads/writes (``0``/``None``: none); Node's ``setTimeout``.
+
+        ``callback`` is added as a ``once('timeout')`` listener.
+        """
+        seconds = float(seconds or 0)
+        self.timeout = seconds
+        sock = self._sock
+        if sock is not None and self.connected and not self.destroyed:
+            sock.settimeout(seconds or None)
+        if callback is not None:
+            self.once("timeout", callback)
+        return self
+
+    def set_keep_alive(self, enable: bool = False, initial_delay: float = 0.0) -> "Socket":
+        """Turn TCP keep-alive on or off; ``initial_delay`` in seconds (Node's ``setKeepAlive``)."""
+        sock = self._sock
+        if sock is None or self.destroyed or sock.family == _stdsocket.AF_UNIX:
+            return self
+        try:
+            sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_KEEPALIVE, 1 if enable else 0)
+            if enable and initial_delay and hasattr(_stdsocket, "TCP_KEEPIDLE"):
+                sock.setsockopt(
+                    _stdsocket.IPPROTO_TCP, _stdsocket.TCP_KEEPIDLE, max(1, int(initial_delay))
+                )
+        except OSError:
+            pass
+        return self
+
+    def set_no_delay(self, flag: bool = True) -> "Socket":
+        """Disable (True) or enable Nagle's algorithm."""
+        sock = self._sock
+        if sock is not None and not self.destroyed and sock.family != _stdsocket.AF_UNIX:
+            sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1 if flag else 0)
+        return self
+
+    def ref(self) -> "Socket":
+        """Let this socket's idle timer keep ``gevent.wait()`` waiting (Node's ``ref()``)."""
+        self._refed = True
+        if self._timer is not None:
+            self._timer.ref = True
+        return self
+
+    def unref(self) -> "Socket":
+        """Do not let this socket's idle timer keep ``gevent.wait()`` waiting (Node's ``unref()``)."""
+        self._refed = False
+        if self._timer is not None:
+            self._timer.ref = False
+        return self
+
+    # -- idle timer (used by the agent while the socket is free) ---------------------------------
+    def _start_idle_timer(self, seconds: float) -> None:
+        if seconds is None or seconds <= 0 or seconds == float("inf"):
+            return
+        timer = self._timer
+        if timer is None or self._timer_after != seconds:
+            if timer is not None:
+                timer.close()
+            timer = self._timer = gevent.get_hub().loop.timer(seconds, 0, ref=self._refed)
+            self._timer_after = seconds
+        timer.again(self._on_idle_timer)
+
+    def _stop_idle_timer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            timer.stop()
+
+    def _on_idle_timer(self) -> None:
+        if not self.destroyed:
+            self.emit("timeout")
+
+    # -- teardown -------------------------------------------------------------------------------
+    def destroy(self, exc: Optional[BaseException] = None) -> None:
+        """Close the connection now (idempotent). Emits ``'error'(exc)`` when ``exc`` is given and
+        somebody listens, then ``'close'(had_error)``; never writes to the peer."""
+        if self.destroyed:
+            return
+        self.destroyed = True
+        self.connecting = False
+        timer = self._timer
+        if timer is not None:
+            timer.close()
+            self._timer = None
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        if exc is not None and self._events and "error" in self._events:
+            self.emit("error", exc)
+        self.emit("close", exc is not None)
+
+    close = destroy
+
+    def __enter__(self) -> "Socket":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.destroy()

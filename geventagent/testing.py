@@ -1,0 +1,315 @@
+"""A loopback HTTP/1.1 server for tests, demos and load tests (gevent, httptools).
+
+It counts TCP connections (total, concurrent, peak), keeps connections alive like Node's server
+(``keep_alive_timeout``, default 5 s, with a ``Keep-Alive: timeout=N`` hint), and lets a handler
+shape each response or misbehave on purpose (close, reset, stall, send raw bytes).
+
+    with HttpTestServer() as server:
+        ga.get(server.url("/"))
+
+Only binds 127.0.0.1 (port 0 by default) or a Unix socket path.
+"""
+
+from __future__ import annotations
+
+import socket as _stdsocket
+import struct
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import gevent
+import httptools
+from gevent.server import StreamServer
+from gevent import socket as gsocket
+
+__all__ = ["HttpTestServer", "ServerRequest", "Response"]
+
+
+class Response:
+    """What a handler returns: status, headers (list of pairs or dict), body, and framing."""
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: Union[bytes, str] = b"",
+        headers: Any = None,
+        *,
+        version: str = "1.1",
+        chunked: bool = False,
+        reason: Optional[str] = None,
+        content_length: bool = True,
+        close: bool = False,
+    ) -> None:
+        self.status = status
+        self.body = body.encode() if isinstance(body, str) else body
+        self.headers: List[Tuple[str, str]] = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        self.version = version
+        self.chunked = chunked
+        self.reason = reason or _REASONS.get(status, "OK")
+        self.content_length = content_length
+        self.close = close
+
+
+_REASONS = {100: "Continue", 101: "Switching Protocols", 200: "OK", 204: "No Content", 304: "Not Modified",
+            404: "Not Found", 500: "Internal Server Error"}
+
+
+class ServerRequest:
+    """One request as the server saw it: ``method``, ``path``, ``headers`` (lower-case dict),
+    ``raw_headers``, ``body`` (bytes), ``version``, ``conn`` (the :class:`Connection`)."""
+
+    def __init__(self, conn: "Connection") -> None:
+        self.conn = conn
+        self.method = ""
+        self.path = ""
+        self.version = "1.1"
+        self.raw_headers: List[Tuple[str, str]] = []
+        self.headers: Dict[str, str] = {}
+        self.body = b""
+        self.keep_alive = True
+
+
+class Connection:
+    """The server side of one TCP connection."""
+
+    def __init__(self, server: "HttpTestServer", sock: Any, index: int) -> None:
+        self.server = server
+        self.sock = sock
+        self.index = index
+        self.requests = 0
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        """Close gracefully (FIN)."""
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def reset(self) -> None:
+        """Close with an RST (SO_LINGER 0)."""
+        if not self.closed:
+            try:
+                self.sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+            self.close()
+
+
+Handler = Callable[[ServerRequest], Any]
+
+
+def _default_handler(req: ServerRequest) -> Response:
+    return Response(200, b"Hello World")
+
+
+class _RequestCollector:
+    def __init__(self) -> None:
+        self.done: List[ServerRequest] = []
+        self.current: Optional[ServerRequest] = None
+        self.url = b""
+        self.body: List[bytes] = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.current is not None
+        self.current.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+
+class HttpTestServer:
+    """A gevent HTTP/1.1 server on 127.0.0.1 (port 0) or a Unix socket.
+
+    Args:
+        handler: ``handler(request) -> Response | bytes | None``. ``bytes`` are sent raw; ``None``
+            means the handler already answered or closed ``request.conn`` itself.
+        keep_alive_timeout (float): idle seconds before the server closes a kept-alive connection
+            (Node's server: 5 s). ``hint`` sends ``Keep-Alive: timeout=N`` (Node's server does).
+        unix_path (str | None): listen on this Unix socket path instead of TCP.
+
+    Attributes: ``port``, ``connections_total``, ``connections_active``, ``connections_peak``,
+    ``requests_total``, ``requests`` (list of :class:`ServerRequest`), ``connections``.
+    """
+
+    def __init__(
+        self,
+        handler: Optional[Handler] = None,
+        *,
+        keep_alive_timeout: float = 5.0,
+        hint: bool = True,
+        unix_path: Optional[str] = None,
+        keep_requests: bool = True,
+    ) -> None:
+        self.handler = handler or _default_handler
+        self.keep_alive_timeout = keep_alive_timeout
+        self.hint = hint
+        self.unix_path = unix_path
+        self.keep_requests = keep_requests
+        self.connections_total = 0
+        self.connections_active = 0
+        self.connections_peak = 0
+        self.requests_total = 0
+        self.requests: List[ServerRequest] = []
+        self.connections: List[Connection] = []
+        self._server: Optional[StreamServer] = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "HttpTestServer":
+        if self.unix_path:
+            listener = gsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+            listener.bind(self.unix_path)
+            listener.listen(1024)
+            self._server = StreamServer(listener, self._handle)
+        else:
+            self._server = StreamServer(("127.0.0.1", 0), self._handle, backlog=2048)
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(timeout=0)
+            self._server = None
+        for conn in self.connections:
+            conn.close()
+
+    def __enter__(self) -> "HttpTestServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_port if not self.unix_path else 0
+
+    def url(self, path: str = "/") -> str:
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def reset_counts(self) -> None:
+        self.connections_total = self.connections_peak = self.requests_total = 0
+        self.connections_peak = self.connections_active
+        self.requests = []
+
+    # -- serving --------------------------------------------------------------------------------
+    def _handle(self, sock: Any, address: Any) -> None:
+        self.connections_total += 1
+        self.connections_active += 1
+        if self.connections_active > self.connections_peak:
+            self.connections_peak = self.connections_active
+        conn = Connection(self, sock, self.connections_total)
+        if self.keep_requests:
+            self.connections.append(conn)
+        try:
+            self._serve(conn)
+        except OSError:
+            pass
+        finally:
+            self.connections_active -= 1
+            conn.close()
+
+    def _serve(self, conn: Connection) -> None:
+        sock = conn.sock
+        collector = _RequestCollector()
+        pending: List[ServerRequest] = []
+
+        def on_message_begin() -> None:
+            collector.current = ServerRequest(conn)
+            collector.url = b""
+            collector.body = []
+
+        def on_headers_complete() -> None:
+            req = collector.current
+            assert req is not None
+            req.method = parser.get_method().decode()
+            req.path = collector.url.decode("latin-1")
+            req.version = parser.get_http_version()
+            for name, value in req.raw_headers:
+                req.headers.setdefault(name.lower(), value)
+
+        def on_message_complete() -> None:
+            req = collector.current
+            assert req is not None
+            req.body = b"".join(collector.body)
+            req.keep_alive = parser.should_keep_alive()
+            pending.append(req)
+
+        collector.on_message_begin = on_message_begin  # type: ignore[attr-defined]
+        collector.on_headers_complete = on_headers_complete  # type: ignore[attr-defined]
+        collector.on_message_complete = on_message_complete  # type: ignore[attr-defined]
+        parser = httptools.HttpRequestParser(collector)
+        idle = self.keep_alive_timeout
+        while not conn.closed:
+            sock.settimeout(idle if conn.requests else max(idle, 5.0))
+            try:
+                data = sock.recv(65536)
+            except (_stdsocket.timeout, TimeoutError):
+                return
+            if not data:
+                return
+            try:
+                parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                pass
+            except httptools.HttpParserError:
+                conn.send(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                return
+            while pending:
+                req = pending.pop(0)
+                conn.requests += 1
+                self.requests_total += 1
+                if self.keep_requests:
+                    self.requests.append(req)
+                result = self.handler(req)
+                if conn.closed:
+                    return
+                if result is None:
+                    continue
+                if isinstance(result, (bytes, bytearray)):
+                    conn.send(bytes(result))
+                    continue
+                close = self._respond(conn, req, result)
+                if close:
+                    conn.close()
+                    return
+
+    def _respond(self, conn: Connection, req: ServerRequest, res: Response) -> bool:
+        names = {name.lower() for name, _ in res.headers}
+        close = res.close or not req.keep_alive or res.version == "1.0" and "connection" not in names
+        lines = ["HTTP/%s %d %s\r\n" % (res.version, res.status, res.reason)]
+        headers = list(res.headers)
+        if "connection" not in names:
+            if close:
+                headers.append(("Connection", "close"))
+            elif res.version == "1.1":
+                headers.append(("Connection", "keep-alive"))
+                if self.hint and "keep-alive" not in names:
+                    headers.append(("Keep-Alive", "timeout=%d" % int(self.keep_alive_timeout)))
+        else:
+            value = dict((n.lower(), v) for n, v in res.headers)["connection"].lower()
+            close = close or "close" in value
+        body = res.body if req.method != "HEAD" else b""
+        if res.chunked:
+            headers.append(("Transfer-Encoding", "chunked"))
+        elif res.content_length and "content-length" not in names and res.status not in (204, 304):
+            headers.append(("Content-Length", str(len(res.body))))
+        for name, value in headers:
+            lines.append("%s: %s\r\n" % (name, value))
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
+        if res.chunked and body:
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        elif res.chunked:
+            body = b"0\r\n\r\n"
+        conn.send(head + body)
+        if not res.content_length and not res.chunked:
+            return True  # EOF-delimited body
+        return close

@@ -1,0 +1,21 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="geventagent",
+    version="0.1.0",
+    description="Node.js's http.Agent for gevent: a cooperative HTTP/1.1 client with a hard-capped keep-alive pool",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["geventagent", "geventagent.*"]),
+    package_data={"geventagent": ["py.typed"]},
+    python_requires=">=3.8",
+    install_requires=["gevent>=22.10", "greenlet>=2.0", "httptools>=0.6"],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6"],
+    },
+    classifiers=[
+        "Framework :: gevent",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP",
+    ],
+)
