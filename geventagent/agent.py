@@ -260,6 +260,16 @@ class Agent(EventEmitter):
                 free = None
             if socket.destroyed:
                 continue
+            if socket.connected:
+                stale = socket._peek()
+                if stale is not None:  # closed or reset while idle: never write to it
+                    socket.close_reason = stale
+                    socket.destroy()
+                    free = self.free_sockets.get(name)
+                    continue
+            if socket._agent is not self:  # a foreign socket put in free_sockets: adopt it
+                self.total_socket_count += 1
+                self._install_listeners(socket, name, options)
             self.reuse_socket(socket, req)
             self.sockets.setdefault(name, []).append(socket)
             self.counters["reused"] += 1
@@ -387,6 +397,7 @@ class Agent(EventEmitter):
                 if not free:
                     del agent.free_sockets[name]
                 socket._stop_idle_timer()
+                socket._unwatch_idle()
             socket.close_reason = socket.close_reason or "agent_remove"
             agent.close_reasons[socket.close_reason] = agent.close_reasons.get(socket.close_reason, 0) + 1
             agent.remove_socket(socket, options)
@@ -394,10 +405,19 @@ class Agent(EventEmitter):
             socket.remove_listener("free", onfree)
             socket.remove_listener("agentRemove", onremove)
             socket.remove_listener("timeout", ontimeout)
+            socket.remove_listener("error", onerror)
             socket._agent = None
+
+        def onerror(exc: Any = None) -> None:
+            # Node's freeSocketErrorListener: an error on an idle socket drops it from the pool.
+            free = agent.free_sockets.get(name)
+            if free is not None and socket in free:
+                socket.close_reason = "error"
+                socket.destroy()
 
         socket.on("free", onfree)
         socket.on("close", onclose)
+        socket.on("error", onerror)
         socket.on("timeout", ontimeout)
         socket.on("agentRemove", onremove)
 
@@ -448,6 +468,7 @@ class Agent(EventEmitter):
             return
         socket.freed_at = time.monotonic()
         socket._start_idle_timer(getattr(socket, "_free_timeout", self.free_socket_timeout))
+        socket._watch_idle()
         free.append(socket)
 
     def _older_waiter_elsewhere(self, name: str, seq: float) -> bool:
@@ -560,6 +581,7 @@ class Agent(EventEmitter):
         """Hook: a free socket is taken for ``req``: stop its idle timer, mark
         ``req.reused_socket = True`` and ``ref()`` it. Ports Node's ``reuseSocket`` (§5.3)."""
         socket._stop_idle_timer()
+        socket._unwatch_idle()
         req.reused_socket = True
         socket.ref()
 

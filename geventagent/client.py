@@ -323,7 +323,9 @@ class ClientRequest(EventEmitter):
                 waiter.get()
             finally:
                 self._waiter = None
-        socket, err = self._socket_result  # type: ignore[misc]
+            if self._socket_result is None:  # destroyed by another greenlet while queued
+                raise socket_hang_up()
+        socket, err = self._socket_result
         if err is not None:
             raise err
         assert socket is not None
@@ -400,6 +402,9 @@ class ClientRequest(EventEmitter):
         except GeventAgentError as exc:
             if isinstance(exc, RequestTimeout):
                 self._emit_timeout()
+            self._fail(exc)
+            raise
+        except Exception as exc:
             self._fail(exc)
             raise
         except BaseException:
@@ -531,34 +536,37 @@ class ClientRequest(EventEmitter):
         return res
 
     def _response_on_end(self, res: IncomingMessage) -> None:
-        """The response was fully parsed: pool the socket (``'free'``) or close it (§4.6)."""
+        """The response was fully parsed: emit res ``'end'``, then pool the socket (req ``'close'``,
+        socket ``'free'``) or close it, then res ``'close'`` (Node's order, §4.6 and §8)."""
         if self._released:
             return
         self._released = True
         socket = self.socket
         parser = self._parser
         res.socket = None
-        if socket is None or socket.destroyed:
-            self._emit_close()
-            res._emit_close()
-            return
         reusable = (
-            self.should_keep_alive
+            socket is not None
+            and not socket.destroyed
+            and self.should_keep_alive
             and parser is not None
             and parser.keep_alive
             and not parser.stray
             and self.finished
             and socket._agent is not None
         )
-        if not reusable:
-            if socket.close_reason is None:
-                socket.close_reason = "server_close" if not (parser and parser.keep_alive) else "not_reusable"
-            socket.destroy()
-            self._emit_close()
-        else:
-            self.destroyed = True
-            self._emit_close()
-            socket.emit("free")
+        if reusable:
+            self.destroyed = True  # Node: a later req.destroy() cannot touch the pooled socket
+        if res._events and "end" in res._events:
+            res.emit("end")
+        if socket is not None and not socket.destroyed:
+            if reusable:
+                self._emit_close()
+                socket.emit("free")
+            else:
+                if socket.close_reason is None:
+                    socket.close_reason = "server_close" if not (parser and parser.keep_alive) else "not_reusable"
+                socket.destroy()
+        self._emit_close()
         res._emit_close()
 
     # -- failure and teardown -------------------------------------------------------------------
@@ -579,6 +587,9 @@ class ClientRequest(EventEmitter):
         already = self.destroyed
         self.destroyed = True
         agent = self.agent
+        waiter = self._waiter
+        if waiter is not None:  # another greenlet destroyed us while the owner waits in the queue
+            gevent.get_hub().loop.run_callback(waiter.switch, None)
         if self._queue_name is not None:
             agent._dequeue(self)
         result = self._socket_result

@@ -133,6 +133,8 @@ class IncomingMessage(EventEmitter):
     # -- body -----------------------------------------------------------------------------------
     def _deliver(self) -> None:
         """Emit ``'data'`` for newly parsed chunks (if anybody listens) and finish the message."""
+        if self.aborted:
+            return
         parser = self._parser
         fresh = parser.body_bytes - self._emitted
         if fresh > 0:
@@ -152,9 +154,7 @@ class IncomingMessage(EventEmitter):
 
     def _on_complete(self) -> None:
         self.complete = True
-        if self._events and "end" in self._events:
-            self.emit("end")
-        self.req._response_on_end(self)
+        self.req._response_on_end(self)  # emits 'end' at Node's point in the sequence
 
     def _fill(self) -> None:
         """Read once from the socket and parse. Raises on timeout, reset or a parse error; the

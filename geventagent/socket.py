@@ -53,6 +53,7 @@ def _is_ip(host: str) -> int:
         return 0
 
 
+_PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
 _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
 
 
@@ -89,6 +90,7 @@ class Socket(EventEmitter):
         self._refed = True
         self._timer: Any = None
         self._timer_after = -1.0
+        self._watcher: Any = None
         self._http_message: Any = None
         self._agent: Any = None
         self._agent_name: Optional[str] = None
@@ -316,7 +318,9 @@ class Socket(EventEmitter):
                 timer.close()
             timer = self._timer = gevent.get_hub().loop.timer(seconds, 0, ref=self._refed)
             self._timer_after = seconds
-        timer.again(self._on_idle_timer)
+        else:
+            timer.stop()
+        timer.start(self._on_idle_timer)
 
     def _stop_idle_timer(self) -> None:
         timer = self._timer
@@ -326,6 +330,47 @@ class Socket(EventEmitter):
     def _on_idle_timer(self) -> None:
         if not self.destroyed:
             self.emit("timeout")
+
+    # -- liveness of an idle socket ----------------------------------------------------------------
+    def _peek(self) -> Optional[str]:
+        """Non-blocking check of an idle socket: None if healthy, else why it is not
+        (``"server_close"``: FIN seen; ``"unexpected_data"``; ``"reset_while_idle"``)."""
+        sock = self._sock
+        if sock is None or self.destroyed:
+            return "destroyed"
+        try:
+            data = _stdsocket.socket.recv(sock._sock, 1, _PEEK_FLAGS)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return "reset_while_idle"
+        return "unexpected_data" if data else "server_close"
+
+    def _watch_idle(self) -> None:
+        """While free: an unref'd read watcher notices FIN, RST or stray bytes at once."""
+        sock = self._sock
+        if sock is None or self.destroyed:
+            return
+        watcher = self._watcher
+        if watcher is None:
+            watcher = self._watcher = gevent.get_hub().loop.io(sock.fileno(), 1, ref=False)
+        watcher.start(self._on_idle_readable)
+
+    def _unwatch_idle(self) -> None:
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.stop()
+
+    def _on_idle_readable(self) -> None:
+        reason = self._peek()
+        if reason is None:
+            return  # spurious wake-up
+        self._unwatch_idle()
+        if not self.destroyed:
+            self.close_reason = self.close_reason or reason
+            if reason == "server_close" and self._events and "end" in self._events:
+                self.emit("end")
+            self.destroy()
 
     # -- teardown -------------------------------------------------------------------------------
     def destroy(self, exc: Optional[BaseException] = None) -> None:
@@ -339,6 +384,10 @@ class Socket(EventEmitter):
         if timer is not None:
             timer.close()
             self._timer = None
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.close()
+            self._watcher = None
         sock = self._sock
         if sock is not None:
             try:

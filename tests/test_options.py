@@ -1,0 +1,184 @@
+"""Agent options, get_name() and request option validation (node-agent.md §1, §3, §4.1)."""
+
+import math
+
+import pytest
+
+import geventagent as ga
+from geventagent.errors import GeventAgentError
+
+
+def test_defaults_match_api_contract():
+    agent = ga.Agent()
+    assert agent.keep_alive is False
+    assert agent.max_sockets == math.inf and agent.max_total_sockets == math.inf
+    assert agent.max_free_sockets == 256 and agent.scheduling == "lifo"
+    assert agent.free_socket_timeout == 4.0 and agent.keep_alive_timeout_buffer == 1.0
+    assert agent.keep_alive_initial_delay == 1.0
+    assert agent.default_port == 80 and agent.protocol == "http:"
+    assert agent.options["no_delay"] is True
+    assert agent.requests == {} and agent.sockets == {} and agent.free_sockets == {}
+    assert agent.total_socket_count == 0
+
+
+def test_global_agent_is_node_19_default():
+    agent = ga.global_agent
+    assert agent.keep_alive is True and agent.scheduling == "lifo" and agent.options["timeout"] == 5.0
+
+
+@pytest.mark.parametrize("name", ["max_sockets", "max_total_sockets", "max_free_sockets"])
+def test_caps_type_errors(name):
+    for bad in ("test", True, [1]):
+        with pytest.raises(TypeError) as info:
+            ga.Agent(**{name: bad})
+        assert info.value.code == "ERR_INVALID_ARG_TYPE"
+        assert isinstance(info.value, GeventAgentError)
+        assert '"%s"' % name in str(info.value)
+
+
+@pytest.mark.parametrize("name,minimum", [("max_sockets", 1), ("max_total_sockets", 1), ("max_free_sockets", 0)])
+def test_caps_range_errors(name, minimum):
+    for bad in (minimum - 1, -5, float("nan")):
+        with pytest.raises(ValueError) as info:
+            ga.Agent(**{name: bad})
+        assert info.value.code == "ERR_OUT_OF_RANGE"
+        assert "It must be >= %d" % minimum in str(info.value)
+
+
+def test_caps_accept_inf_none_and_fractions():
+    agent = ga.Agent(max_sockets=None, max_total_sockets=1.5, max_free_sockets=0)
+    assert agent.max_sockets == math.inf and agent.max_total_sockets == 1.5 and agent.max_free_sockets == 0
+
+
+def test_scheduling_must_be_fifo_or_lifo_exact_message():
+    with pytest.raises(ValueError) as info:
+        ga.Agent(scheduling="filo")
+    assert info.value.code == "ERR_INVALID_ARG_VALUE"
+    assert str(info.value) == "The argument 'scheduling' must be one of: 'fifo', 'lifo'. Received 'filo'"
+    assert isinstance(info.value, TypeError)  # Node's class
+    with pytest.raises(ValueError):
+        ga.Agent(scheduling="LIFO")  # case-sensitive, like Node
+
+
+def test_timeout_validation():
+    with pytest.raises(TypeError) as info:
+        ga.Agent(timeout="5")
+    assert info.value.code == "ERR_INVALID_ARG_TYPE"
+    for bad in (-1, math.inf):
+        with pytest.raises(ValueError) as info:
+            ga.Agent(timeout=bad)
+        assert info.value.code == "ERR_OUT_OF_RANGE"
+    assert "timeout" not in ga.Agent(timeout=0).options
+
+
+def test_keep_alive_timeout_buffer_falls_back_silently_like_node():
+    # mirrors test-http-agent-keep-alive-timeout-buffer.js (option values)
+    assert ga.Agent(keep_alive_timeout_buffer=1.5).keep_alive_timeout_buffer == 1.5
+    assert ga.Agent(keep_alive_timeout_buffer=-100).keep_alive_timeout_buffer == 1.0
+    assert ga.Agent(keep_alive_timeout_buffer=math.inf).keep_alive_timeout_buffer == 1.0
+    assert ga.Agent().keep_alive_timeout_buffer == 1.0
+
+
+def test_free_socket_timeout_zero_or_none_disables():
+    assert ga.Agent(free_socket_timeout=None).free_socket_timeout == math.inf
+    assert ga.Agent(free_socket_timeout=0).free_socket_timeout == math.inf
+    with pytest.raises(ValueError):
+        ga.Agent(free_socket_timeout=-1)
+
+
+def test_unknown_connect_options_are_kept():
+    agent = ga.Agent(foo="bar", local_address="127.0.0.1")
+    assert agent.options["foo"] == "bar" and agent.options["local_address"] == "127.0.0.1"
+
+
+def test_attributes_are_mutable_and_read_at_use_time():
+    agent = ga.Agent()
+    agent.max_sockets = 5
+    agent.keep_alive = True
+    assert agent.max_sockets == 5 and agent.keep_alive
+
+
+# -- test-http-agent-getname.js ------------------------------------------------------------------
+def test_http_agent_getname():
+    agent = ga.Agent()
+    assert agent.get_name() == "localhost::"
+    assert agent.get_name({}) == "localhost::"
+    assert agent.get_name({"port": 80, "local_address": "192.168.1.1"}) == "localhost:80:192.168.1.1"
+    assert agent.get_name({"socket_path": "/tmp/foo/bar"}) == "localhost:::/tmp/foo/bar"
+    for family in (0, None, "bogus", "4"):
+        assert agent.get_name({"family": family}) == "localhost::"
+    assert agent.get_name({"family": 4}) == "localhost:::4"
+    assert agent.get_name({"family": 6}) == "localhost:::6"
+    assert agent.get_name({"host": "::1", "port": "8080", "local_address": "::2", "family": 4}) == "::1:8080:::2:4"
+    assert agent.get_name({"host": "127.0.0.1", "port": 1, "family": 4, "local_address": "127.0.0.1"}) == (
+        "127.0.0.1:1:127.0.0.1:4"
+    )
+
+
+def test_request_fills_port_in_name(server, make_agent):
+    agent = make_agent(keep_alive=True)
+    names = []
+    req = ga.ClientRequest({"hostname": "127.0.0.1", "port": server.port, "agent": agent})
+    req.on("socket", lambda s: names.append(s._agent_name))
+    req.end().read()
+    assert names == ["127.0.0.1:%d:" % server.port]
+    assert list(agent.free_sockets) == names
+
+
+# -- request options -----------------------------------------------------------------------------
+def test_bad_header_name_and_value_raise_before_anything_is_sent(server):
+    with pytest.raises(ValueError) as info:
+        ga.get(server.url("/"), headers={"Bad Name": "x"})
+    assert info.value.code == "ERR_INVALID_HTTP_TOKEN"
+    for value in ("a\r\nInjected: 1", "a\nb", "a\x00b"):
+        with pytest.raises(ValueError) as info:
+            ga.get(server.url("/"), headers={"X-Test": value})
+        assert info.value.code == "ERR_INVALID_CHAR"
+    with pytest.raises(ValueError) as info:
+        ga.request("GE T", server.url("/"))
+    assert info.value.code == "ERR_INVALID_HTTP_TOKEN"
+    with pytest.raises(ValueError) as info:
+        ga.get(server.url("/a b"))
+    assert info.value.code == "ERR_UNESCAPED_CHARACTERS"
+    assert server.connections_total == 0 and ga.global_agent.total_socket_count == 0
+
+
+def test_bad_header_via_set_header_sends_nothing(server):
+    req = ga.ClientRequest(server.url("/"))
+    with pytest.raises(ValueError):
+        req.set_header("X", "bad\r\nvalue")
+    assert server.connections_total == 0
+
+
+def test_request_timeout_validation():
+    with pytest.raises(ValueError) as info:
+        ga.ClientRequest("http://127.0.0.1:1/", timeout=-1)
+    assert info.value.code == "ERR_OUT_OF_RANGE"
+
+
+def test_url_mapping_and_keyword_override(server):
+    res = ga.get({"hostname": "127.0.0.1", "port": server.port, "path": "/a?b=1"}, path="/override")
+    res.read()
+    assert server.requests[-1].path == "/override"
+
+
+def test_auth_in_url_becomes_basic_authorization(server):
+    ga.get("http://user:p%%40ss@127.0.0.1:%d/" % server.port).read()
+    assert server.requests[-1].headers["authorization"] == "Basic dXNlcjpwQHNz"
+
+
+def test_host_header_omits_default_port_and_brackets_ipv6():
+    req = ga.ClientRequest("http://example.com/")
+    assert req.get_header("host") == "example.com"
+    req = ga.ClientRequest("http://example.com:8080/")
+    assert req.get_header("host") == "example.com:8080"
+    req = ga.ClientRequest("http://[::1]:8080/")
+    assert req.get_header("host") == "[::1]:8080" and req.host == "::1"
+    req = ga.ClientRequest("http://example.com/", set_host=False)
+    assert req.get_header("host") is None
+
+
+def test_invalid_url_raises():
+    with pytest.raises(ValueError) as info:
+        ga.get("not a url")
+    assert info.value.code == "ERR_INVALID_URL"
