@@ -169,6 +169,7 @@ def from_os_error(exc: BaseException, action: str = "", address: str = "") -> Ge
 # llhttp's reason strings (as httptools reports them) -> Node's HPE_* code.
 _PARSER_CODES = (
     ("Content-Length can't be present with Transfer-Encoding", "HPE_UNEXPECTED_CONTENT_LENGTH"),
+    ("Transfer-Encoding can't be present with Content-Length", "HPE_UNEXPECTED_CONTENT_LENGTH"),
     ("Duplicate Content-Length", "HPE_UNEXPECTED_CONTENT_LENGTH"),
     ("Invalid character in Content-Length", "HPE_INVALID_CONTENT_LENGTH"),
     ("Content-Length overflow", "HPE_INVALID_CONTENT_LENGTH"),

@@ -274,7 +274,10 @@ class IncomingMessage(EventEmitter):
         return data.decode(encoding, errors="replace")
 
     def json(self) -> Any:
-        """The body parsed as JSON (``json.JSONDecodeError`` if it is not)."""
+        """The body parsed as JSON (``json.JSONDecodeError`` if it is not); UTF-8 unless the
+        Content-Type names a charset."""
+        if "charset=" in (self.get_header("content-type") or "").lower():
+            return _json.loads(self.text())
         return _json.loads(self.read())
 
     # -- teardown -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ it. Events: ``'connect'``, ``'free'``, ``'agentRemove'``, ``'timeout'``, ``'erro
 
 from __future__ import annotations
 
+import _socket
 import os
 import socket as _stdsocket
 import time
@@ -339,7 +340,7 @@ class Socket(EventEmitter):
         if sock is None or self.destroyed:
             return "destroyed"
         try:
-            data = _stdsocket.socket.recv(sock._sock, 1, _PEEK_FLAGS)
+            data = _socket.socket.recv(sock._sock, 1, _PEEK_FLAGS)  # the unpatched C method
         except BlockingIOError:
             return None
         except OSError:

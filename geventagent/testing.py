@@ -313,3 +313,47 @@ class HttpTestServer:
         if not res.content_length and not res.chunked:
             return True  # EOF-delimited body
         return close
+
+
+def _stats_handler(server: "HttpTestServer") -> Handler:
+    import json
+
+    def handler(req: ServerRequest) -> Response:
+        if req.path == "/__stats":
+            body = json.dumps(
+                {
+                    "connections_total": server.connections_total,
+                    "connections_peak": server.connections_peak,
+                    "connections_active": server.connections_active,
+                    "requests_total": server.requests_total,
+                }
+            )
+            return Response(200, body, headers=[("Content-Type", "application/json")])
+        delay = req.headers.get("x-delay")
+        if delay:
+            gevent.sleep(float(delay))
+        return Response(200, b"Hello World")
+
+    return handler
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """``python -m geventagent.testing [keep_alive_timeout]``: serve on 127.0.0.1:0, print the port,
+    stop when stdin closes. ``GET /__stats`` returns the connection counts as JSON."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    server = HttpTestServer(keep_alive_timeout=float(args[0]) if args else 5.0, keep_requests=False)
+    server.handler = _stats_handler(server)
+    server.start()
+    print(server.port, flush=True)
+    from gevent.os import make_nonblocking, nb_read
+
+    make_nonblocking(sys.stdin.fileno())
+    while nb_read(sys.stdin.fileno(), 1024):
+        pass
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
