@@ -21,3 +21,7 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+lint: $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check ruff
+	$(BIN)/ruff check geventagent tests && $(BIN)/ruff format --check geventagent tests

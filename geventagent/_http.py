@@ -198,9 +198,7 @@ class ResponseParser:
     def on_message_complete(self) -> None:
         status = self.status_code
         if not self.headers_complete and 100 <= status < 200:
-            self.informational.append(
-                (status, self.status_message, self.http_version, self.raw_headers)
-            )
+            self.informational.append((status, self.status_message, self.http_version, self.raw_headers))
             self.raw_headers = []
             self.status_code = 0
             self._head_bytes = 0
@@ -254,9 +252,7 @@ class ResponseParser:
                 self.keep_alive = False
                 return
             raise from_parser_error(exc) from exc
-        if not self.headers_complete and self._head_bytes + len(b"".join(self._status_parts)) > (
-            self.max_header_size
-        ):
+        if not self.headers_complete and self._head_bytes + len(b"".join(self._status_parts)) > (self.max_header_size):
             raise HttpParseError("Parse Error: Header overflow", code="HPE_HEADER_OVERFLOW")
 
     def feed_eof(self) -> bool:

@@ -54,8 +54,7 @@ def validate_cap(name: str, value: Any, minimum: int) -> float:
         return _INF
     if not _is_number(value):
         raise InvalidArgTypeError(
-            'The "%s" argument must be of type number. Received type %s (%r)'
-            % (name, type(value).__name__, value)
+            'The "%s" argument must be of type number. Received type %s (%r)' % (name, type(value).__name__, value)
         )
     if value != value or value < minimum:
         raise OutOfRangeError(
@@ -74,13 +73,11 @@ def validate_seconds(name: str, value: Any, allow_inf: bool = False) -> Optional
         return None
     if not _is_number(value):
         raise InvalidArgTypeError(
-            'The "%s" argument must be of type number. Received type %s (%r)'
-            % (name, type(value).__name__, value)
+            'The "%s" argument must be of type number. Received type %s (%r)' % (name, type(value).__name__, value)
         )
     if value != value or value < 0 or (value == _INF and not allow_inf):
         raise OutOfRangeError(
-            'The value of "%s" is out of range. It must be a non-negative finite number. Received %r'
-            % (name, value)
+            'The value of "%s" is out of range. It must be a non-negative finite number. Received %r' % (name, value)
         )
     return float(value)
 
@@ -141,9 +138,7 @@ class Agent(EventEmitter):
         self.free_socket_timeout = idle if idle else _INF
         buffer = keep_alive_timeout_buffer
         # Node (v24.7, PR #59315): anything but a finite number >= 0 silently becomes the default.
-        self.keep_alive_timeout_buffer = (
-            float(buffer) if _is_number(buffer) and 0 <= buffer < _INF else 1.0
-        )
+        self.keep_alive_timeout_buffer = float(buffer) if _is_number(buffer) and 0 <= buffer < _INF else 1.0
         for key in ("connect_timeout",):
             if key in connect_options:
                 validate_seconds(key, connect_options[key])
@@ -194,7 +189,11 @@ class Agent(EventEmitter):
         if not options:
             return "localhost::"
         port = options.get("port")
-        name = "%s:%s:%s" % (options.get("host") or "localhost", port if port else "", options.get("local_address") or "")
+        name = "%s:%s:%s" % (
+            options.get("host") or "localhost",
+            port if port else "",
+            options.get("local_address") or "",
+        )
         family = options.get("family")
         if family in (4, 6) and not isinstance(family, bool):
             name += ":%d" % family
@@ -213,8 +212,7 @@ class Agent(EventEmitter):
                 self._thread_id = ident
                 return
             raise ThreadError(
-                "This Agent belongs to the OS thread (and gevent hub) that created it; "
-                "create one Agent per thread"
+                "This Agent belongs to the OS thread (and gevent hub) that created it; create one Agent per thread"
             )
 
     def _reset_after_fork(self) -> None:
@@ -522,7 +520,9 @@ class Agent(EventEmitter):
             queue = requests[best]
             req = queue[0]
 
-            def oncreate(err: Optional[BaseException], socket: Optional[Socket], req: Any = req, name: str = best) -> None:
+            def oncreate(
+                err: Optional[BaseException], socket: Optional[Socket], req: Any = req, name: str = best
+            ) -> None:
                 if err is not None:
                     q = self.requests.get(name)
                     if q and q[0] is req:

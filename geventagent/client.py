@@ -22,7 +22,7 @@ import gevent
 from gevent.hub import Waiter
 
 from ._http import MAX_HEADER_SIZE, ResponseParser, check_header_name, check_header_value, encode_head
-from .agent import Agent, validate_seconds
+from .agent import validate_seconds
 from .errors import (
     GeventAgentError,
     InvalidArgTypeError,
@@ -168,8 +168,7 @@ class ClientRequest(EventEmitter):
             value = opts.get(key)
             if value is not None and not isinstance(value, str):
                 raise InvalidArgTypeError(
-                    'The "options.%s" property must be of type string. Received type %s'
-                    % (key, type(value).__name__)
+                    'The "options.%s" property must be of type string. Received type %s' % (key, type(value).__name__)
                 )
         host = opts.get("hostname") or opts.get("host") or "localhost"
         if host.startswith("[") and host.endswith("]"):
@@ -208,14 +207,26 @@ class ClientRequest(EventEmitter):
             self.set_header("Authorization", "Basic " + token)
 
         # §4.1 step 7: a keep_alive=False agent with unlimited max_sockets sends Connection: close.
-        self.should_keep_alive = not (not getattr(agent, "keep_alive", False) and
-                                      getattr(agent, "max_sockets", math.inf) == math.inf)
+        self.should_keep_alive = not (
+            not getattr(agent, "keep_alive", False) and getattr(agent, "max_sockets", math.inf) == math.inf
+        )
 
         conn = {
             key: value
             for key, value in opts.items()
-            if key not in ("headers", "method", "path", "agent", "auth", "hostname", "protocol",
-                           "set_host", "default_port", "max_header_size")
+            if key
+            not in (
+                "headers",
+                "method",
+                "path",
+                "agent",
+                "auth",
+                "hostname",
+                "protocol",
+                "set_host",
+                "default_port",
+                "max_header_size",
+            )
         }
         conn["host"] = host
         conn["port"] = port

@@ -71,8 +71,15 @@ def cap_check(total: int = 1000, cap: int = 10) -> Dict[str, Any]:
         ok = sum(1 for job in jobs if job.value == b"Hello World")
         status = agent.status()
         agent.destroy()
-        return {"greenlets": total, "ok": ok, "cap": cap, "peak": server.connections_peak,
-                "connections": server.connections_total, "req_s": total / elapsed, "status": status}
+        return {
+            "greenlets": total,
+            "ok": ok,
+            "cap": cap,
+            "peak": server.connections_peak,
+            "connections": server.connections_total,
+            "req_s": total / elapsed,
+            "status": status,
+        }
 
 
 def print_table(rows: List[Dict[str, Any]]) -> None:
@@ -80,28 +87,41 @@ def print_table(rows: List[Dict[str, Any]]) -> None:
     print(header)
     print("-" * len(header))
     for row in rows:
-        print("%-44s %8d %12d %7d %5d %9.0f" % (row["scenario"], row["requests"], row["connections"],
-                                               row["reused"], row["peak"], row["req_s"]))
+        print(
+            "%-44s %8d %12d %7d %5d %9.0f"
+            % (row["scenario"], row["requests"], row["connections"], row["reused"], row["peak"], row["req_s"])
+        )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     print("geventagent %s demo: seed 003's keep-alive experiment on a local server" % ga.__version__)
-    print("(%d greenlets x %d GETs per round; server keep-alive timeout %.0f s, scaled down from Node's 5 s)\n"
-          % (GREENLETS, PER_GREENLET, SERVER_KEEP_ALIVE))
+    print(
+        "(%d greenlets x %d GETs per round; server keep-alive timeout %.0f s, scaled down from Node's 5 s)\n"
+        % (GREENLETS, PER_GREENLET, SERVER_KEEP_ALIVE)
+    )
     rows = [
         run_scenario("no keep-alive (Agent())", ga.Agent(), SERVER_KEEP_ALIVE, 2, 0.0),
         run_scenario("keep_alive=True", ga.Agent(keep_alive=True), SERVER_KEEP_ALIVE, 2, 0.0),
-        run_scenario("keep_alive=True, max_sockets=1", ga.Agent(keep_alive=True, max_sockets=1),
-                     SERVER_KEEP_ALIVE, 2, 0.0),
-        run_scenario("pause %.1f s > server keep-alive %.0f s" % (PAUSE, SERVER_KEEP_ALIVE),
-                     ga.Agent(keep_alive=True, max_sockets=1), SERVER_KEEP_ALIVE, 2, PAUSE),
-        run_scenario("server keep-alive raised to 4 s > pause", ga.Agent(keep_alive=True, max_sockets=1),
-                     4.0, 2, PAUSE),
+        run_scenario(
+            "keep_alive=True, max_sockets=1", ga.Agent(keep_alive=True, max_sockets=1), SERVER_KEEP_ALIVE, 2, 0.0
+        ),
+        run_scenario(
+            "pause %.1f s > server keep-alive %.0f s" % (PAUSE, SERVER_KEEP_ALIVE),
+            ga.Agent(keep_alive=True, max_sockets=1),
+            SERVER_KEEP_ALIVE,
+            2,
+            PAUSE,
+        ),
+        run_scenario(
+            "server keep-alive raised to 4 s > pause", ga.Agent(keep_alive=True, max_sockets=1), 4.0, 2, PAUSE
+        ),
     ]
     print_table(rows)
     check = cap_check()
-    print("\n%(greenlets)d greenlets through max_sockets=%(cap)d: %(ok)d ok, server saw %(connections)d "
-          "connections, at most %(peak)d at once, %(req_s).0f req/s" % check)
+    print(
+        "\n%(greenlets)d greenlets through max_sockets=%(cap)d: %(ok)d ok, server saw %(connections)d "
+        "connections, at most %(peak)d at once, %(req_s).0f req/s" % check
+    )
     held = check["peak"] <= check["cap"] and check["ok"] == check["greenlets"]
     print("cap held: %s" % ("yes" if held else "NO"))
     expectations = [

@@ -91,8 +91,7 @@ class EventEmitter:
                 warned.add(event)
                 warnings.warn(
                     "Possible EventEmitter memory leak detected. %d %s listeners added to %s. "
-                    "Use emitter.set_max_listeners() to increase limit"
-                    % (len(handlers), event, type(self).__name__),
+                    "Use emitter.set_max_listeners() to increase limit" % (len(handlers), event, type(self).__name__),
                     MaxListenersExceededWarning,
                     stacklevel=3,
                 )

@@ -281,9 +281,7 @@ class Socket(EventEmitter):
         try:
             sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_KEEPALIVE, 1 if enable else 0)
             if enable and initial_delay and hasattr(_stdsocket, "TCP_KEEPIDLE"):
-                sock.setsockopt(
-                    _stdsocket.IPPROTO_TCP, _stdsocket.TCP_KEEPIDLE, max(1, int(initial_delay))
-                )
+                sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_KEEPIDLE, max(1, int(initial_delay)))
         except OSError:
             pass
         return self

@@ -18,8 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import gevent
 import httptools
-from gevent.server import StreamServer
 from gevent import socket as gsocket
+from gevent.server import StreamServer
 
 __all__ = ["HttpTestServer", "ServerRequest", "Response"]
 
@@ -41,7 +41,9 @@ class Response:
     ) -> None:
         self.status = status
         self.body = body.encode() if isinstance(body, str) else body
-        self.headers: List[Tuple[str, str]] = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        self.headers: List[Tuple[str, str]] = (
+            list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+        )
         self.version = version
         self.chunked = chunked
         self.reason = reason or _REASONS.get(status, "OK")
@@ -49,8 +51,15 @@ class Response:
         self.close = close
 
 
-_REASONS = {100: "Continue", 101: "Switching Protocols", 200: "OK", 204: "No Content", 304: "Not Modified",
-            404: "Not Found", 500: "Internal Server Error"}
+_REASONS = {
+    100: "Continue",
+    101: "Switching Protocols",
+    200: "OK",
+    204: "No Content",
+    304: "Not Modified",
+    404: "Not Found",
+    500: "Internal Server Error",
+}
 
 
 class ServerRequest:

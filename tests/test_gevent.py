@@ -89,8 +89,7 @@ def test_waiting_requests_across_origins_served_in_arrival_order(make_server, ma
         agent.get(server.url("/")).read()
         order.append(tag)
 
-    spawn_all(lambda: one(a, "a0", 0), lambda: one(b, "b", 0.01), lambda: one(c, "c", 0.02),
-              lambda: one(a, "a1", 0.03))
+    spawn_all(lambda: one(a, "a0", 0), lambda: one(b, "b", 0.01), lambda: one(c, "c", 0.02), lambda: one(a, "a1", 0.03))
     # Node would serve a1 first (same origin as the freed socket); we keep arrival order.
     assert order == ["a0", "b", "c", "a1"]
 
@@ -206,14 +205,25 @@ def test_use_from_a_foreign_thread_raises(server, make_agent):
 
 def run_python(code, timeout=60):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.fixture
 def external_server():
-    proc = subprocess.Popen([sys.executable, "-m", "geventagent.testing", "5"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geventagent.testing", "5"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
     port = int(proc.stdout.readline())
     yield port
     proc.stdin.close()
@@ -244,7 +254,8 @@ def test_idle_pooled_sockets_do_not_keep_gevent_wait_waiting(external_server):
         start = time.monotonic()
         gevent.wait(timeout=3)
         print(round(time.monotonic() - start, 2), ga.global_agent.total_socket_count)
-        """ % external_server
+        """
+        % external_server
     )
     assert out.returncode == 0, out.stderr
     elapsed, total = out.stdout.split()
@@ -265,7 +276,8 @@ def test_behaviour_under_patch_all(external_server):
         print(json.dumps({"ok": all(j.value == b"Hello World" for j in jobs), "stats": stats,
                           "patched": socket.socket.__module__}))
         agent.destroy()
-        """ % external_server
+        """
+        % external_server
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -292,7 +304,8 @@ def test_fork_child_never_writes_to_inherited_sockets(external_server):
         stats = agent.get(url + "__stats").json()
         print(json.dumps({"child": os.waitstatus_to_exitcode(status), "parent_reused": res.req.reused_socket,
                           "connections": stats["connections_total"]}))
-        """ % external_server
+        """
+        % external_server
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)

@@ -7,7 +7,6 @@ import io
 import os
 import tempfile
 
-import gevent
 import pytest
 
 import geventagent as ga
@@ -42,8 +41,10 @@ def test_parser_chunked_with_trailers():
 
 def test_parser_informational_then_final():
     p = ResponseParser()
-    p.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n"
-           b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    p.feed(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    )
     assert [i[0] for i in p.informational] == [100, 103]
     assert p.informational[1][3] == [("Link", "</s>")]
     assert p.status_code == 200 and p.message_complete
@@ -62,8 +63,14 @@ def test_parser_eof_delimited_body():
     "raw,code",
     [
         (b"HTTX/1.1 200 OK\r\n\r\n", "HPE_INVALID_CONSTANT"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", "HPE_UNEXPECTED_CONTENT_LENGTH"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n", "HPE_UNEXPECTED_CONTENT_LENGTH"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HPE_UNEXPECTED_CONTENT_LENGTH",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
+            "HPE_UNEXPECTED_CONTENT_LENGTH",
+        ),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n", "HPE_UNEXPECTED_CONTENT_LENGTH"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "HPE_INVALID_CHUNK_SIZE"),
         (b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n", "HPE_INVALID_HEADER_TOKEN"),
@@ -149,8 +156,12 @@ def test_head_request_with_content_length(make_server, make_agent):
 
 
 def test_information_and_continue_events(make_server, make_agent):
-    server = make_server(lambda req: b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
-                                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    server = make_server(
+        lambda req: (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+    )
     agent = make_agent(keep_alive=True)
     req = ga.ClientRequest(server.url("/"), agent=agent)
     events = []
@@ -184,8 +195,12 @@ def test_expect_100_continue_waits_then_sends_body(make_server, make_agent):
     server = StreamServer(("127.0.0.1", 0), handle)
     server.start()
     try:
-        req = ga.ClientRequest("http://127.0.0.1:%d/" % server.server_port, method="POST",
-                               headers={"Expect": "100-continue"}, agent=make_agent())
+        req = ga.ClientRequest(
+            "http://127.0.0.1:%d/" % server.server_port,
+            method="POST",
+            headers={"Expect": "100-continue"},
+            agent=make_agent(),
+        )
         events = []
         req.on("continue", lambda: events.append("continue"))
         assert req.end(b"hello").read() == b"ok"
@@ -196,16 +211,21 @@ def test_expect_100_continue_waits_then_sends_body(make_server, make_agent):
 
 
 def test_trailers_are_exposed(make_server, make_agent):
-    server = make_server(lambda req: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                     b"2\r\nok\r\n0\r\nX-Checksum: abc\r\n\r\n")
+    server = make_server(
+        lambda req: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Checksum: abc\r\n\r\n"
+    )
     res = make_agent(keep_alive=True).get(server.url("/"))
     assert res.read() == b"ok" and res.trailers == {"x-checksum": "abc"}
 
 
 def test_duplicate_header_rules_like_node(make_server):
-    server = make_server(lambda req: b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
-                                     b"X-Multi: 1\r\nX-Multi: 2\r\nContent-Type: text/plain\r\n"
-                                     b"Content-Type: text/html\r\nContent-Length: 0\r\n\r\n")
+    server = make_server(
+        lambda req: (
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+            b"X-Multi: 1\r\nX-Multi: 2\r\nContent-Type: text/plain\r\n"
+            b"Content-Type: text/html\r\nContent-Length: 0\r\n\r\n"
+        )
+    )
     res = ga.get(server.url("/"))
     assert res.headers["set-cookie"] == ["a=1", "b=2"]
     assert res.headers["x-multi"] == "1, 2"
@@ -214,8 +234,11 @@ def test_duplicate_header_rules_like_node(make_server):
 
 
 def test_text_and_json_helpers(make_server):
-    server = make_server(lambda req: Response(200, '{"a": "é"}'.encode("latin-1"),
-                                              headers=[("Content-Type", "application/json; charset=latin-1")]))
+    server = make_server(
+        lambda req: Response(
+            200, '{"a": "é"}'.encode("latin-1"), headers=[("Content-Type", "application/json; charset=latin-1")]
+        )
+    )
     assert ga.get(server.url("/")).text() == '{"a": "é"}'
     assert ga.get(server.url("/")).json() == {"a": "é"}
 
@@ -263,8 +286,7 @@ def test_bad_body_type_sends_nothing(server):
 
 
 def test_header_sent_once_and_cannot_change_after(server, make_agent):
-    req = ga.ClientRequest(server.url("/"), method="POST", agent=make_agent(),
-                           headers=[("X-List", ["a", "b"])])
+    req = ga.ClientRequest(server.url("/"), method="POST", agent=make_agent(), headers=[("X-List", ["a", "b"])])
     req.flush_headers()
     with pytest.raises(ga.GeventAgentError) as info:
         req.set_header("X-Late", "1")
@@ -278,7 +300,10 @@ def test_header_sent_once_and_cannot_change_after(server, make_agent):
     "raw,code",
     [
         (b"garbage\r\n\r\n", "HPE_INVALID_CONSTANT"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nok", "HPE_UNEXPECTED_CONTENT_LENGTH"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nok",
+            "HPE_UNEXPECTED_CONTENT_LENGTH",
+        ),
         (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", "HPE_HEADER_OVERFLOW"),
     ],
 )

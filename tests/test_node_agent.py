@@ -14,7 +14,7 @@ import pytest
 from gevent.server import StreamServer
 
 import geventagent as ga
-from geventagent.testing import HttpTestServer, Response
+from geventagent.testing import Response
 
 from .conftest import spawn_all
 
@@ -136,8 +136,12 @@ def test_http_agent_keepalive(make_server, make_agent):
     name = name_of(server)
     at_end = []
     req = ga.ClientRequest(server.url("/first"), agent=agent)
-    req.on("response", lambda res: res.on("end", lambda: at_end.append(
-        (len(agent.sockets.get(name, ())), len(agent.free_sockets.get(name, ()))))))
+    req.on(
+        "response",
+        lambda res: res.on(
+            "end", lambda: at_end.append((len(agent.sockets.get(name, ())), len(agent.free_sockets.get(name, ()))))
+        ),
+    )
     res = req.end()
     assert res.read() == b"hello world"
     assert at_end == [(1, 0)]  # still active at 'end'
@@ -561,9 +565,15 @@ def test_http_keep_alive(make_server, make_agent):
 
     def one():
         req = ga.ClientRequest(server.url("/"), agent=agent)
-        req.on("response", lambda res: lengths.append(
-            (len(agent.requests.get(name, ())) if name in agent.requests else None,
-             len(agent.sockets.get(name, ())))))
+        req.on(
+            "response",
+            lambda res: lengths.append(
+                (
+                    len(agent.requests.get(name, ())) if name in agent.requests else None,
+                    len(agent.sockets.get(name, ())),
+                )
+            ),
+        )
         return req.end().read()
 
     greenlets = [gevent.spawn(one) for _ in range(3)]
@@ -643,16 +653,21 @@ def test_http_agent_keep_alive_timeout_buffer(make_server, make_agent):
 
 # 34 --------------------------------------------------------------------------------------------
 def test_http_upgrade_agent(make_server, make_agent):
-    server = make_server(lambda req: b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                                     b"Connection: Upgrade\r\n\r\nHEAD")
+    server = make_server(
+        lambda req: b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nHEAD"
+    )
     agent = make_agent(keep_alive=True)
     req = ga.ClientRequest(server.url("/"), agent=agent, headers={"Connection": "Upgrade", "Upgrade": "websocket"})
     seen = {}
     req.on("socket", lambda s: seen.setdefault("at_socket", agent.total_socket_count))
 
     def on_upgrade(res, socket, head):
-        seen.update(at_upgrade=agent.total_socket_count, head=head, status=res.status_code,
-                    in_sockets=any(socket in v for v in agent.sockets.values()))
+        seen.update(
+            at_upgrade=agent.total_socket_count,
+            head=head,
+            status=res.status_code,
+            in_sockets=any(socket in v for v in agent.sockets.values()),
+        )
         socket.destroy()
 
     req.on("upgrade", on_upgrade)
@@ -784,8 +799,7 @@ def test_http_client_agent(make_server):
 
     def one(i):
         req = ga.ClientRequest(server.url("/%d" % i))
-        req.on("socket", lambda s: s.on("close", lambda had_error: checks.append(
-            s not in agent.sockets.get(name, ()))))
+        req.on("socket", lambda s: s.on("close", lambda had_error: checks.append(s not in agent.sockets.get(name, ()))))
         return req.end().read()
 
     spawn_all(*[(lambda i=i: one(i)) for i in range(5)])
