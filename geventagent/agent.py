@@ -34,7 +34,11 @@ from .socket import Socket, fork_generation
 __all__ = ["Agent"]
 
 _real_get_ident = get_original("_thread", "get_ident")
-_KEEP_ALIVE_HINT = re.compile(r"^timeout=(\d+)")
+_HINT_TIMEOUT = re.compile(r"(?:^|[\s,;])timeout=(\d+)", re.I)
+_HINT_MAX = re.compile(r"(?:^|[\s,;])max=(\d+)", re.I)
+#: Methods retried on a stale reused socket by default (RFC 9110 idempotent methods, as urllib3).
+IDEMPOTENT_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
+RETRY_POLICIES = ("idempotent", "always", False)
 _queue_seq = itertools.count()
 _INF = math.inf
 
@@ -59,6 +63,23 @@ def validate_cap(name: str, value: Any, minimum: int) -> float:
     if value != value or value < minimum:
         raise OutOfRangeError(
             'The value of "%s" is out of range. It must be >= %d. Received %r' % (name, minimum, value)
+        )
+    return value
+
+
+def validate_retry(value: Any) -> Any:
+    """A retry policy: ``"idempotent"``, ``"always"`` or False (None means False).
+
+    Raises:
+        InvalidArgValueError: anything else (``ERR_INVALID_ARG_VALUE``).
+    """
+    if value is None:
+        return False
+    if value is True:
+        return "idempotent"
+    if value not in RETRY_POLICIES:
+        raise InvalidArgValueError(
+            "The argument 'retry' must be one of: 'idempotent', 'always', False. Received %r" % (value,)
         )
     return value
 
@@ -96,6 +117,13 @@ class Agent(EventEmitter):
             ``'timeout'`` (and a blocking call raise ``ETIMEDOUT``); a free socket is closed.
         free_socket_timeout (float | None): a free socket idle this long is closed. Default 4.0;
             ``None``, ``0`` or ``math.inf`` keep idle sockets until the server closes them.
+        socket_ttl (float | None): a socket older than this (since it was created) is not reused.
+        max_requests_per_socket (int | None): a socket that carried this many requests is closed.
+        retry (``"idempotent"`` | ``"always"`` | False): when a request fails on a *reused* socket
+            before any response byte arrived (the server closed it as we reused it), send it once
+            more on a fresh connection: for idempotent methods (default), for any method
+            (``"always"``: the caller vouches the request may be replayed), or never. Only bodies
+            that can be replayed (bytes, str, seekable files) are retried.
         keep_alive_timeout_buffer (float): subtracted from a server's ``Keep-Alive: timeout=N``.
         **connect_options: ``local_address``, ``family`` (4/6), ``socket_path``, ``no_delay``
             (default True), ``connect_timeout`` and any other option handed to ``create_connection``.
@@ -121,6 +149,9 @@ class Agent(EventEmitter):
         timeout: Optional[float] = None,
         free_socket_timeout: Optional[float] = 4.0,
         keep_alive_timeout_buffer: float = 1.0,
+        socket_ttl: Optional[float] = None,
+        max_requests_per_socket: Optional[int] = None,
+        retry: Any = "idempotent",
         **connect_options: Any,
     ) -> None:
         self.max_sockets = validate_cap("max_sockets", max_sockets, 1)
@@ -142,6 +173,10 @@ class Agent(EventEmitter):
         for key in ("connect_timeout",):
             if key in connect_options:
                 validate_seconds(key, connect_options[key])
+        ttl = validate_seconds("socket_ttl", socket_ttl, allow_inf=True)
+        self.socket_ttl = ttl if ttl else _INF
+        self.max_requests_per_socket = validate_cap("max_requests_per_socket", max_requests_per_socket, 1)
+        self.retry = validate_retry(retry)
         self.keep_alive = keep_alive
         self.options: Dict[str, Any] = dict(connect_options)
         self.options.setdefault("no_delay", True)
@@ -160,6 +195,7 @@ class Agent(EventEmitter):
                 "timeouts",
                 "requests",
                 "reused",
+                "retries",
             ),
             0,
         )
@@ -250,13 +286,18 @@ class Agent(EventEmitter):
         options = {**options, **self.options}
         name = self.get_name(options)
         self.counters["requests"] += 1
-        free = self.free_sockets.get(name)
+        free = self.free_sockets.get(name) if not getattr(req, "_fresh", False) else None
         while free:
             socket = free.popleft() if self.scheduling == "fifo" else free.pop()
             if not free:
                 del self.free_sockets[name]
                 free = None
             if socket.destroyed:
+                continue
+            if self.socket_ttl != _INF and time.monotonic() - socket.created_at >= self.socket_ttl:
+                socket.close_reason = "ttl"
+                socket.destroy()
+                free = self.free_sockets.get(name)
                 continue
             if socket.connected:
                 stale = socket._peek()
@@ -376,6 +417,8 @@ class Agent(EventEmitter):
             if had_error:
                 counters["socket_errors"] += 1
             reason = socket.close_reason or ("error" if had_error else "closed")
+            if reason == "connect_error":
+                counters["create_errors"] += 1
             socket.close_reason = reason
             agent.close_reasons[reason] = agent.close_reasons.get(reason, 0) + 1
             agent.remove_socket(socket, options)
@@ -384,7 +427,7 @@ class Agent(EventEmitter):
             free = agent.free_sockets.get(name)
             if free is not None and socket in free:
                 agent.counters["timeouts"] += 1
-                socket.close_reason = "idle_timeout"
+                socket.close_reason = getattr(socket, "_free_reason", "idle_timeout")
                 socket.destroy()
 
         def onremove() -> None:
@@ -452,7 +495,7 @@ class Agent(EventEmitter):
             elif self._older_waiter_elsewhere(name, _INF):
                 reason = "rebalance"
             elif not self.keep_socket_alive(socket):
-                reason = "keep_alive_refused"
+                reason = socket.close_reason or "keep_alive_refused"
         if reason is not None:
             socket.close_reason = reason
             socket.destroy()
@@ -554,27 +597,48 @@ class Agent(EventEmitter):
     # -- hooks (§5) --------------------------------------------------------------------------------
     def keep_socket_alive(self, socket: Socket) -> bool:
         """Hook: may this socket be pooled? Default: TCP keep-alive on, ``unref()``, and the idle
-        limit = min(``free_socket_timeout``, agent ``timeout``, server hint - buffer); a hint at or
-        below the buffer refuses pooling. Ports Node's ``keepSocketAlive`` (§5.2, §6.3)."""
-        socket.set_keep_alive(True, self.keep_alive_initial_delay)
-        socket.unref()
+        limit = min(``free_socket_timeout``, agent ``timeout``, time left under ``socket_ttl``, the
+        server's ``Keep-Alive: timeout=N`` minus ``keep_alive_timeout_buffer``). Refused (and
+        ``socket.close_reason`` set) when the hint is at or below the buffer, the server's
+        ``max=M`` allows no more requests, the TTL is spent or ``max_requests_per_socket`` reached.
+        Ports Node's ``keepSocketAlive`` (§5.2, §6.3), which reads only ``timeout=`` and only
+        when it starts the header."""
+        if socket.requests >= self.max_requests_per_socket:
+            socket.close_reason = "max_requests"
+            return False
         limit = self.free_socket_timeout
+        limit_reason = "idle_timeout"
         agent_timeout = self.options.get("timeout") or 0
         if agent_timeout and agent_timeout < limit:
             limit = agent_timeout
+        ttl = self.socket_ttl
+        if ttl != _INF:
+            left = ttl - (time.monotonic() - socket.created_at)
+            if left <= 0:
+                socket.close_reason = "ttl"
+                return False
+            if left < limit:
+                limit, limit_reason = left, "ttl"
         req = socket._http_message
         res = getattr(req, "res", None)
-        if res is not None:
-            hint = res.get_header("keep-alive")
-            if hint:
-                match = _KEEP_ALIVE_HINT.match(hint.strip())
-                if match:
-                    seconds = int(match.group(1)) - self.keep_alive_timeout_buffer
-                    if seconds <= 0:
-                        return False
-                    if seconds < limit:
-                        limit = seconds
+        hint = res.get_header("keep-alive") if res is not None else None
+        if hint:
+            match = _HINT_TIMEOUT.search(hint)
+            if match:
+                seconds = int(match.group(1)) - self.keep_alive_timeout_buffer
+                if seconds <= 0:
+                    socket.close_reason = "keep_alive_refused"
+                    return False
+                if seconds < limit:
+                    limit, limit_reason = seconds, "idle_timeout"
+            match = _HINT_MAX.search(hint)
+            if match and int(match.group(1)) < 1:
+                socket.close_reason = "max_requests"
+                return False
+        socket.set_keep_alive(True, self.keep_alive_initial_delay)
+        socket.unref()
         socket._free_timeout = limit  # type: ignore[attr-defined]
+        socket._free_reason = limit_reason  # type: ignore[attr-defined]
         return True
 
     def reuse_socket(self, socket: Socket, req: Any) -> None:

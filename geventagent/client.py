@@ -22,8 +22,9 @@ import gevent
 from gevent.hub import Waiter
 
 from ._http import MAX_HEADER_SIZE, ResponseParser, check_header_name, check_header_value, encode_head
-from .agent import validate_seconds
+from .agent import IDEMPOTENT_METHODS, validate_retry, validate_seconds
 from .errors import (
+    ConnectionReset,
     GeventAgentError,
     InvalidArgTypeError,
     InvalidProtocolError,
@@ -226,6 +227,7 @@ class ClientRequest(EventEmitter):
                 "set_host",
                 "default_port",
                 "max_header_size",
+                "retry",
             )
         }
         conn["host"] = host
@@ -233,6 +235,10 @@ class ClientRequest(EventEmitter):
         self._connect_options = conn
 
         self.reused_socket = False
+        self.retried = False
+        self._fresh = False
+        retry = opts.get("retry", getattr(agent, "retry", "idempotent"))
+        self.retry = validate_retry(retry)
         self.socket: Optional[Socket] = None
         self.res: Optional[IncomingMessage] = None
         self.destroyed = False
@@ -431,25 +437,70 @@ class ClientRequest(EventEmitter):
                 self._write(part)
             if self._chunked:
                 self.socket.send(b"0\r\n\r\n")  # type: ignore[union-attr]
+            return self._finish_and_read()
+        replay = _replayable(data)
+        try:
+            return self._exchange(data)
+        except ConnectionReset as exc:
+            if not self._may_retry(exc, replay):
+                raise
+            self._reset_for_retry()
+            return self._exchange(replay())  # type: ignore[misc]
+
+    def _exchange(self, data: Body) -> IncomingMessage:
+        body, length = _prepare_body(data)
+        headers = self._headers
+        chunked = length is None and self._wants_chunked()
+        expect = headers.get("expect")
+        if expect is not None and str(expect[1]).lower() == "100-continue" and length != 0:
+            self._send_head(length, chunked)
+            if not self._await_continue():
+                return self._read_response()
+            self._send_body(body, chunked)
+        elif isinstance(body, list) and len(body) == 1 and len(body[0]) <= _CHUNK:
+            self._send_head(length, chunked, _frame(body[0], chunked) + (b"0\r\n\r\n" if chunked else b""))
         else:
-            body, length = _prepare_body(data)
-            headers = self._headers
-            chunked = length is None and self._wants_chunked()
-            expect = headers.get("expect")
-            if expect is not None and str(expect[1]).lower() == "100-continue" and length != 0:
-                self._send_head(length, chunked)
-                if not self._await_continue():
-                    return self._read_response()
-                self._send_body(body, chunked)
-            elif isinstance(body, list) and len(body) == 1 and len(body[0]) <= _CHUNK:
-                self._send_head(length, chunked, _frame(body[0], chunked) + (b"0\r\n\r\n" if chunked else b""))
-            else:
-                self._send_head(length, chunked)
-                self._send_body(body, chunked)
+            self._send_head(length, chunked)
+            self._send_body(body, chunked)
+        return self._finish_and_read()
+
+    def _finish_and_read(self) -> IncomingMessage:
         self.finished = True
         if self._events and "finish" in self._events:
             self.emit("finish")
         return self._read_response()
+
+    # -- safe retry on a stale reused socket (a difference from Node) -----------------------------
+    def _may_retry(self, exc: BaseException, replay: Any) -> bool:
+        """Retry once, on a fresh connection, only when: the socket was reused, no byte of the
+        response arrived, the request is not destroyed, its body can be replayed, and the policy
+        allows the method."""
+        if not self.reused_socket or self.retried or self.destroyed or replay is None:
+            return False
+        parser = self._parser
+        if parser is not None and parser.bytes_received:
+            return False
+        policy = self.retry
+        if policy == "always":
+            return True
+        return policy == "idempotent" and self.method in IDEMPOTENT_METHODS
+
+    def _reset_for_retry(self) -> None:
+        socket = self.socket
+        if socket is not None and not socket.destroyed:
+            socket.close_reason = "stale"
+            socket.destroy()
+        counters = getattr(self.agent, "counters", None)
+        if counters is not None:
+            counters["retries"] = counters.get("retries", 0) + 1
+        self.retried = True
+        self.reused_socket = False
+        self.socket = None
+        self._socket_result = None
+        self._dispatched = False
+        self._head_sent = False
+        self._parser = None
+        self._fresh = True  # the agent creates a new connection instead of taking a free one
 
     def _send_body(self, body: Iterable[bytes], chunked: bool) -> None:
         socket = self.socket
@@ -575,7 +626,14 @@ class ClientRequest(EventEmitter):
                 socket.emit("free")
             else:
                 if socket.close_reason is None:
-                    socket.close_reason = "server_close" if not (parser and parser.keep_alive) else "not_reusable"
+                    if parser is not None and parser.stray:
+                        socket.close_reason = "unexpected_data"
+                    elif socket._agent is None:
+                        socket.close_reason = "agent_remove"
+                    elif not self.should_keep_alive or not (parser and parser.keep_alive):
+                        socket.close_reason = "server_close" if self.agent.keep_alive else "not_keep_alive"
+                    else:
+                        socket.close_reason = "not_reusable"
                 socket.destroy()
         self._emit_close()
         res._emit_close()
@@ -678,6 +736,27 @@ def _prepare_body(data: Body) -> Tuple[Iterable[bytes], Optional[int]]:
             % type(data).__name__
         )
     return _iter_parts(data), None
+
+
+def _replayable(data: Body) -> Any:
+    """A function that returns ``data`` again for a retry, or None if it cannot be replayed."""
+    if data is None or isinstance(data, (bytes, bytearray, memoryview, str)):
+        return lambda: data
+    seek = getattr(data, "seek", None)
+    tell = getattr(data, "tell", None)
+    if callable(getattr(data, "read", None)) and callable(seek) and callable(tell):
+        try:
+            if data.seekable():  # type: ignore[union-attr]
+                position = tell()
+
+                def again() -> Body:
+                    seek(position)
+                    return data
+
+                return again
+        except (AttributeError, OSError, ValueError):
+            return None
+    return None
 
 
 def _read_blocks(read: Any) -> Iterator[bytes]:

@@ -169,6 +169,7 @@ class Socket(EventEmitter):
                 err = from_os_error(exc, "connect", address)
                 if isinstance(err, RequestTimeout):
                     self.emit("timeout")
+                self.close_reason = "connect_error"
                 self.destroy(err)
                 raise err from exc
             self.destroy()

@@ -19,9 +19,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import gevent
 import httptools
 from gevent import socket as gsocket
+from gevent.pool import Pool
 from gevent.server import StreamServer
 
-__all__ = ["HttpTestServer", "ServerRequest", "Response"]
+__all__ = ["HttpTestServer", "ServerRequest", "Response", "fault", "fault_server"]
 
 
 class Response:
@@ -176,9 +177,9 @@ class HttpTestServer:
             listener = gsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
             listener.bind(self.unix_path)
             listener.listen(1024)
-            self._server = StreamServer(listener, self._handle)
+            self._server = StreamServer(listener, self._handle, spawn=Pool())
         else:
-            self._server = StreamServer(("127.0.0.1", 0), self._handle, backlog=2048)
+            self._server = StreamServer(("127.0.0.1", 0), self._handle, backlog=2048, spawn=Pool())
         self._server.start()
         return self
 
@@ -322,6 +323,98 @@ class HttpTestServer:
         if not res.content_length and not res.chunked:
             return True  # EOF-delimited body
         return close
+
+
+# -- fault injection ---------------------------------------------------------------------------------
+def _raw_response(body: bytes = b"ok", extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s%s" % (len(body), body, extra)
+
+
+def fault(name: str, **params: Any) -> Tuple[Handler, Dict[str, Any]]:
+    """A misbehaving handler and the :class:`HttpTestServer` options it needs.
+
+    Faults (``params`` in brackets, seconds for durations):
+
+    ``idle_close`` [t]: close a kept-alive connection after exactly ``t`` idle (no hint sent).
+    ``reset_after`` [n]: answer ``n`` requests per connection, then reset (RST) on the next one.
+    ``stray_bytes``: bytes after a complete response.  ``trickle`` [delay]: the body a byte at a time.
+    ``half_close``: answer, then shut down the write side (FIN) and keep reading.
+    ``close_mid_body``: half a body, then close.  ``close_on_nth`` [n]: ``Connection: close`` on every
+    ``n``-th response.  ``garbage_status``: not an HTTP status line.  ``oversized_headers``: a 20 KiB
+    header.  ``slow_headers`` [delay]: each header line ``delay`` apart.  ``info_flood`` [n]: ``n``
+    ``102 Processing`` responses before the final one.  ``never_answer`` [t]: read, say nothing.
+    """
+    options: Dict[str, Any] = {}
+    if name == "idle_close":
+        options.update(keep_alive_timeout=params.get("t", 0.1), hint=False)
+        return (lambda req: Response(200, b"ok")), options
+    if name == "reset_after":
+        limit = params.get("n", 1)
+
+        def reset_after(req: ServerRequest) -> Any:
+            if req.conn.requests > limit:
+                req.conn.reset()
+                return None
+            return Response(200, b"ok")
+
+        return reset_after, options
+    if name == "stray_bytes":
+        return (lambda req: _raw_response(b"ok", b"STRAY")), options
+    if name == "trickle":
+        delay = params.get("delay", 0.005)
+
+        def trickle(req: ServerRequest) -> None:
+            body = params.get("body", b"trickled")
+            req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            for i in range(len(body)):
+                gevent.sleep(delay)
+                req.conn.send(body[i : i + 1])
+
+        return trickle, options
+    if name == "half_close":
+
+        def half_close(req: ServerRequest) -> None:
+            req.conn.send(_raw_response(b"ok"))
+            req.conn.sock.shutdown(_stdsocket.SHUT_WR)
+
+        return half_close, options
+    if name == "close_mid_body":
+
+        def close_mid_body(req: ServerRequest) -> None:
+            req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf")
+            req.conn.close()
+
+        return close_mid_body, options
+    if name == "close_on_nth":
+        nth = params.get("n", 2)
+        return (lambda req: Response(200, b"ok", close=req.conn.requests % nth == 0)), options
+    if name == "garbage_status":
+        return (lambda req: b"HTTP/1.1 OK 200 garbage\r\n\r\n"), options
+    if name == "oversized_headers":
+        return (lambda req: b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 20480 + b"\r\nContent-Length: 0\r\n\r\n"), options
+    if name == "slow_headers":
+        delay = params.get("delay", 0.1)
+
+        def slow_headers(req: ServerRequest) -> None:
+            req.conn.send(b"HTTP/1.1 200 OK\r\n")
+            for i in range(params.get("lines", 10)):
+                gevent.sleep(delay)
+                req.conn.send(b"X-Slow-%d: 1\r\n" % i)
+            req.conn.send(b"Content-Length: 2\r\n\r\nok")
+
+        return slow_headers, options
+    if name == "info_flood":
+        count = params.get("n", 200)
+        return (lambda req: b"HTTP/1.1 102 Processing\r\n\r\n" * count + _raw_response(b"ok")), options
+    if name == "never_answer":
+        return (lambda req: gevent.sleep(params.get("t", 30))), options
+    raise ValueError("unknown fault %r" % (name,))
+
+
+def fault_server(name: str, **params: Any) -> HttpTestServer:
+    """An (unstarted) :class:`HttpTestServer` that misbehaves as :func:`fault` ``name`` says."""
+    handler, options = fault(name, **params)
+    return HttpTestServer(handler, **options)
 
 
 def _stats_handler(server: "HttpTestServer") -> Handler:

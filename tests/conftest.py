@@ -12,6 +12,8 @@ import pytest
 import geventagent as ga
 from geventagent.testing import HttpTestServer, Response  # noqa: F401  (re-exported for tests)
 
+pytest_plugins = ["geventagent.pytest_plugin"]
+
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))

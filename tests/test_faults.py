@@ -1,0 +1,250 @@
+"""The fault matrix: each misbehaving server (geventagent.testing.fault) and its expected outcome,
+either transparent recovery or a clear error with Node's code. After each case: no leaked file
+descriptor, no leaked greenlet, and agent.status() back to zero after destroy()."""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+
+import gevent
+import pytest
+from greenlet import greenlet
+
+import geventagent as ga
+from geventagent.errors import HttpParseError
+
+
+def live_greenlets():
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet) and not o.dead and o is not gevent.getcurrent())
+
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def leak_check():
+    gevent.sleep(0.01)
+    before = (fds(), live_greenlets())
+    agents = []
+    yield agents
+    for agent in agents:
+        agent.destroy()
+        status = agent.status()
+        assert status["total_socket_count"] == 0 and status["active"] == 0
+        assert status["free"] == 0 and status["queued"] == 0
+    gevent.sleep(0.05)
+    after = (fds(), live_greenlets())
+    assert after[0] <= before[0], "leaked %d fds" % (after[0] - before[0])
+    assert after[1] <= before[1], "leaked %d greenlets" % (after[1] - before[1])
+
+
+def agent_for(leak_check, **kw):
+    agent = ga.Agent(keep_alive=True, **kw)
+    leak_check.append(agent)
+    return agent
+
+
+def test_idle_close_at_exactly_t_is_transparent(leak_check, ga_fault_server):
+    t = 0.05
+    server = ga_fault_server("idle_close", t=t)
+    agent = agent_for(leak_check, max_sockets=2)
+    rng = random.Random(7)
+    for _ in range(40):
+        assert agent.get(server.url("/")).read() == b"ok"
+        gevent.sleep(t + rng.uniform(-0.004, 0.004))
+    status = agent.status()
+    assert status["requests"] == 40 + status["retries"]  # a retry is dispatched again
+    server.stop()
+
+
+def test_reset_after_n_requests_is_retried_once(leak_check, ga_fault_server):
+    server = ga_fault_server("reset_after", n=2)
+    agent = agent_for(leak_check, max_sockets=1)
+    for _ in range(6):
+        assert agent.get(server.url("/")).read() == b"ok"
+    assert agent.counters["retries"] >= 2
+    assert agent.close_reasons.get("stale", 0) >= 2
+    server.stop()
+
+
+def test_reset_on_reuse_post_is_not_retried_by_default(leak_check, ga_fault_server):
+    server = ga_fault_server("reset_after", n=1)
+    agent = agent_for(leak_check)
+    assert ga.request("POST", server.url("/"), body=b"x", agent=agent).read() == b"ok"
+    with pytest.raises(ConnectionResetError) as info:
+        ga.request("POST", server.url("/"), body=b"x", agent=agent)
+    assert info.value.reused_socket is True and info.value.code == "ECONNRESET"
+    # the caller opts in for a replayable body
+    assert ga.request("POST", server.url("/"), body=b"x", agent=agent).read() == b"ok"
+    assert ga.request("POST", server.url("/"), body=b"x", agent=agent, retry="always").read() == b"ok"
+    server.stop()
+
+
+def test_retry_disabled_surfaces_reused_socket(leak_check, ga_fault_server):
+    server = ga_fault_server("reset_after", n=1)
+    agent = agent_for(leak_check, retry=False)
+    agent.get(server.url("/")).read()
+    with pytest.raises(ConnectionResetError) as info:
+        agent.get(server.url("/"))
+    assert info.value.reused_socket is True
+    server.stop()
+
+
+def test_non_replayable_body_is_never_retried(leak_check, ga_fault_server):
+    server = ga_fault_server("reset_after", n=1)
+    agent = agent_for(leak_check)
+    agent.get(server.url("/")).read()
+    with pytest.raises(ConnectionResetError):
+        ga.request("PUT", server.url("/"), body=iter([b"once"]), agent=agent)
+    server.stop()
+
+
+def test_stray_bytes_response_ok_socket_dropped(leak_check, ga_fault_server):
+    server = ga_fault_server("stray_bytes")
+    agent = agent_for(leak_check)
+    for _ in range(3):
+        assert agent.get(server.url("/")).read() == b"ok"
+        gevent.sleep(0.01)
+    assert agent.close_reasons.get("unexpected_data", 0) >= 2
+    assert agent.free_sockets == {} or all(not s.destroyed for v in agent.free_sockets.values() for s in v)
+    server.stop()
+
+
+def test_trickled_body_arrives_whole_and_is_pooled(leak_check, ga_fault_server):
+    server = ga_fault_server("trickle", delay=0.002, body=b"x" * 50)
+    agent = agent_for(leak_check, timeout=1.0)
+    assert agent.get(server.url("/")).read() == b"x" * 50
+    assert agent.status()["free"] == 1
+    server.stop()
+
+
+def test_half_close_drops_the_idle_socket(leak_check, ga_fault_server):
+    server = ga_fault_server("half_close")
+    agent = agent_for(leak_check)
+    assert agent.get(server.url("/")).read() == b"ok"
+    gevent.sleep(0.05)
+    assert agent.free_sockets == {} and agent.close_reasons == {"server_close": 1}
+    assert agent.get(server.url("/")).read() == b"ok"
+    server.stop()
+
+
+def test_close_mid_body_is_econnreset_aborted(leak_check, ga_fault_server):
+    server = ga_fault_server("close_mid_body")
+    agent = agent_for(leak_check)
+    res = agent.get(server.url("/"))
+    with pytest.raises(ConnectionResetError) as info:
+        res.read()
+    assert str(info.value) == "aborted" and res.aborted
+    assert agent.total_socket_count == 0
+    server.stop()
+
+
+def test_connection_close_on_nth_response(leak_check, ga_fault_server):
+    server = ga_fault_server("close_on_nth", n=2)
+    agent = agent_for(leak_check, max_sockets=1)
+    for _ in range(6):
+        assert agent.get(server.url("/")).read() == b"ok"
+    assert server.connections_total == 3 and agent.close_reasons == {"server_close": 3}
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "name,code", [("garbage_status", "HPE_INVALID_STATUS"), ("oversized_headers", "HPE_HEADER_OVERFLOW")]
+)
+def test_malformed_heads_raise_node_codes(leak_check, ga_fault_server, name, code):
+    server = ga_fault_server(name)
+    agent = agent_for(leak_check)
+    with pytest.raises(HttpParseError) as info:
+        agent.get(server.url("/"))
+    assert info.value.code == code
+    assert agent.total_socket_count == 0
+    server.stop()
+
+
+def test_slow_headers_time_out(leak_check, ga_fault_server):
+    server = ga_fault_server("slow_headers", delay=0.2, lines=3)
+    agent = agent_for(leak_check, timeout=0.05)
+    with pytest.raises(TimeoutError) as info:
+        agent.get(server.url("/"))
+    assert info.value.code == "ETIMEDOUT"
+    server.stop()
+
+
+def test_information_flood_then_final_response(leak_check, ga_fault_server):
+    server = ga_fault_server("info_flood", n=200)
+    agent = agent_for(leak_check)
+    req = ga.ClientRequest(server.url("/"), agent=agent)
+    infos = []
+    req.on("information", lambda info: infos.append(info["status_code"]))
+    assert req.end().read() == b"ok"
+    assert infos == [102] * 200 and agent.status()["free"] == 1
+    server.stop()
+
+
+def test_never_answering_server_times_out(leak_check, ga_fault_server):
+    server = ga_fault_server("never_answer", t=5)
+    agent = agent_for(leak_check, timeout=0.1)
+    with pytest.raises(TimeoutError):
+        agent.get(server.url("/"))
+    assert agent.total_socket_count == 0
+    server.stop()
+
+
+def test_gevent_timeout_in_the_middle_releases_everything(leak_check, ga_fault_server):
+    server = ga_fault_server("never_answer", t=5)
+    agent = agent_for(leak_check, max_sockets=1)
+    for _ in range(3):
+        with pytest.raises(gevent.Timeout):
+            with gevent.Timeout(0.05):
+                agent.get(server.url("/"))
+        assert agent.total_socket_count == 0 and agent.sockets == {}
+    server.stop()
+
+
+def test_kill_in_the_middle_releases_everything(leak_check, ga_fault_server):
+    server = ga_fault_server("trickle", delay=0.05, body=b"y" * 20)
+    agent = agent_for(leak_check, max_sockets=1)
+    readers = [gevent.spawn(lambda: agent.get(server.url("/")).read()) for _ in range(3)]
+    gevent.sleep(0.1)
+    gevent.killall(readers)
+    assert agent.total_socket_count == 0 and agent.requests == {} and agent.sockets == {}
+    server.stop()
+
+
+def test_status_counters_and_close_reasons(leak_check, ga_server):
+    agent = agent_for(leak_check, max_requests_per_socket=2)
+    for _ in range(5):
+        agent.get(ga_server.url("/")).read()
+    status = agent.status()
+    assert status["requests"] == 5 and status["sockets_created"] == 3
+    assert status["close_reasons"] == {"max_requests": 2}
+    assert status["origins"] == {"127.0.0.1:%d:" % ga_server.port: {"active": 0, "free": 1, "queued": 0}}
+
+
+def test_socket_ttl(leak_check, ga_server):
+    agent = agent_for(leak_check, socket_ttl=0.1)
+    agent.get(ga_server.url("/")).read()
+    gevent.sleep(0.15)
+    assert agent.free_sockets == {} and agent.close_reasons == {"ttl": 1}
+    agent.get(ga_server.url("/")).read()
+    assert ga_server.connections_total == 2
+
+
+def test_keep_alive_hint_timeout_and_max_in_any_order(leak_check, ga_make_server):
+    server = ga_make_server(
+        lambda req: ga.testing.Response(
+            200,
+            b"ok",
+            headers=[("Keep-Alive", "max=5, timeout=3") if req.path == "/a" else ("Keep-Alive", "timeout=9, max=0")],
+        )
+    )
+    agent = agent_for(leak_check)
+    agent.get(server.url("/a")).read()
+    socket = next(iter(agent.free_sockets.values()))[0]
+    assert socket._free_timeout == 2.0  # Node's anchored regex would miss "max=5, timeout=3"
+    agent.get(server.url("/b")).read()
+    assert agent.free_sockets == {} and agent.close_reasons == {"max_requests": 1}
