@@ -12,6 +12,7 @@ setup(
     install_requires=["gevent>=22.10", "greenlet>=2.0", "httptools>=0.6"],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6"],
+        "bench": ["urllib3>=2", "requests>=2.31", "geventhttpclient>=2.0", "httpx>=0.27", "matplotlib>=3.5"],
     },
     classifiers=[
         "Framework :: gevent",

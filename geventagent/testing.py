@@ -421,6 +421,9 @@ def _stats_handler(server: "HttpTestServer") -> Handler:
     import json
 
     def handler(req: ServerRequest) -> Response:
+        if req.path == "/__reset":
+            server.reset_counts()
+            return Response(200, b"reset")
         if req.path == "/__stats":
             body = json.dumps(
                 {
@@ -440,12 +443,17 @@ def _stats_handler(server: "HttpTestServer") -> Handler:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """``python -m geventagent.testing [keep_alive_timeout]``: serve on 127.0.0.1:0, print the port,
-    stop when stdin closes. ``GET /__stats`` returns the connection counts as JSON."""
+    """``python -m geventagent.testing [keep_alive_timeout] [--no-hint] [--reset-stats]``: serve on
+    127.0.0.1:0, print the port, stop when stdin closes. ``GET /__stats`` returns the connection
+    counts as JSON; ``GET /__reset`` zeroes them."""
+    import argparse
     import sys
 
-    args = sys.argv[1:] if argv is None else argv
-    server = HttpTestServer(keep_alive_timeout=float(args[0]) if args else 5.0, keep_requests=False)
+    parser = argparse.ArgumentParser(prog="python -m geventagent.testing")
+    parser.add_argument("keep_alive_timeout", nargs="?", type=float, default=5.0)
+    parser.add_argument("--no-hint", action="store_true", help="do not send Keep-Alive: timeout=N")
+    args = parser.parse_args(argv)
+    server = HttpTestServer(keep_alive_timeout=args.keep_alive_timeout, hint=not args.no_hint, keep_requests=False)
     server.handler = _stats_handler(server)
     server.start()
     print(server.port, flush=True)
