@@ -616,6 +616,8 @@ class ClientRequest(EventEmitter):
             and self.finished
             and socket._agent is not None
         )
+        if socket is not None and not socket.destroyed:
+            socket._before_release()
         if reusable:
             self.destroyed = True  # Node: a later req.destroy() cannot touch the pooled socket
         if res._events and "end" in res._events:

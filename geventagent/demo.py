@@ -82,6 +82,50 @@ def cap_check(total: int = 1000, cap: int = 10) -> Dict[str, Any]:
         }
 
 
+def https_scenarios() -> Optional[List[Dict[str, Any]]]:
+    """HTTPS with local certificates (trustme): pooling over TLS, then TLS session resumption."""
+    try:
+        import ssl
+
+        import trustme
+        from gevent import ssl as gssl
+    except ImportError:
+        return None
+    ca = trustme.CA()
+    ctx = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(ctx)
+    rows = []
+    for label, agent, greenlets, per in (
+        ("https keep_alive=True, max_sockets=5", ga.HttpsAgent(keep_alive=True, max_sockets=5), 20, 5),
+        ("https no keep-alive: a handshake per request", ga.HttpsAgent(), 1, 50),
+        ("https no keep-alive, max_cached_sessions=0", ga.HttpsAgent(max_cached_sessions=0), 1, 50),
+    ):
+        agent.options["ca"] = ca.cert_pem.bytes()
+        with HttpTestServer(_handler, ssl_context=ctx, keep_requests=False) as server:
+            url = server.url("/", host="localhost")
+
+            def worker(agent: ga.HttpsAgent = agent, url: str = url, per: int = per) -> None:
+                for _ in range(per):
+                    assert agent.get(url).read() == b"Hello World"
+
+            t0 = time.perf_counter()
+            gevent.joinall([gevent.spawn(worker) for _ in range(greenlets)], raise_error=True, timeout=60)
+            elapsed = time.perf_counter() - t0
+            rows.append(
+                {
+                    "scenario": label,
+                    "requests": greenlets * per,
+                    "connections": server.connections_total,
+                    "handshakes": server.tls_handshakes,
+                    "resumed": server.tls_resumed,
+                    "peak": server.connections_peak,
+                    "req_s": greenlets * per / elapsed,
+                }
+            )
+        agent.destroy()
+    return rows
+
+
 def print_table(rows: List[Dict[str, Any]]) -> None:
     header = "%-44s %8s %12s %7s %5s %9s" % ("scenario", "requests", "connections", "reused", "peak", "req/s")
     print(header)
@@ -117,6 +161,33 @@ def main(argv: Optional[List[str]] = None) -> int:
         ),
     ]
     print_table(rows)
+    tls = https_scenarios()
+    if tls is not None:
+        print()
+        header = "%-44s %8s %12s %10s %8s %9s" % (
+            "scenario",
+            "requests",
+            "connections",
+            "handshakes",
+            "resumed",
+            "req/s",
+        )
+        print(header)
+        print("-" * len(header))
+        for row in tls:
+            print(
+                "%-44s %8d %12d %10d %8d %9.0f"
+                % (
+                    row["scenario"],
+                    row["requests"],
+                    row["connections"],
+                    row["handshakes"],
+                    row["resumed"],
+                    row["req_s"],
+                )
+            )
+    else:
+        print("\n(https scenarios skipped: trustme is not installed)")
     check = cap_check()
     print(
         "\n%(greenlets)d greenlets through max_sockets=%(cap)d: %(ok)d ok, server saw %(connections)d "
@@ -132,6 +203,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ]
     if not all(expectations):
         print("unexpected connection counts: %r" % expectations)
+    if tls is not None:
+        expectations += [
+            tls[0]["connections"] <= 5,
+            tls[1]["resumed"] >= tls[1]["handshakes"] - 1,
+            tls[2]["resumed"] == 0,
+        ]
     return 0 if held and all(expectations) else 1
 
 

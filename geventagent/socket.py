@@ -331,6 +331,9 @@ class Socket(EventEmitter):
         if not self.destroyed:
             self.emit("timeout")
 
+    def _before_release(self) -> None:
+        """Called when a response ended, before the socket is pooled or closed (TLS: cache the session)."""
+
     # -- liveness of an idle socket ----------------------------------------------------------------
     def _peek(self) -> Optional[str]:
         """Non-blocking check of an idle socket: None if healthy, else why it is not

@@ -157,6 +157,7 @@ class HttpTestServer:
         hint: bool = True,
         unix_path: Optional[str] = None,
         keep_requests: bool = True,
+        ssl_context: Any = None,
     ) -> None:
         self.handler = handler or _default_handler
         self.keep_alive_timeout = keep_alive_timeout
@@ -169,6 +170,10 @@ class HttpTestServer:
         self.requests_total = 0
         self.requests: List[ServerRequest] = []
         self.connections: List[Connection] = []
+        self.ssl_context = ssl_context
+        self.tls_handshakes = 0
+        self.tls_resumed = 0
+        self.tls_failures = 0
         self._server: Optional[StreamServer] = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -201,8 +206,9 @@ class HttpTestServer:
         assert self._server is not None
         return self._server.server_port if not self.unix_path else 0
 
-    def url(self, path: str = "/") -> str:
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+    def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
+        scheme = "https" if self.ssl_context is not None else "http"
+        return "%s://%s:%d%s" % (scheme, host, self.port, path)
 
     def reset_counts(self) -> None:
         self.connections_total = self.connections_peak = self.requests_total = 0
@@ -215,6 +221,17 @@ class HttpTestServer:
         self.connections_active += 1
         if self.connections_active > self.connections_peak:
             self.connections_peak = self.connections_active
+        if self.ssl_context is not None:
+            try:
+                sock = self.ssl_context.wrap_socket(sock, server_side=True)
+            except OSError:  # ssl.SSLError is an OSError
+                self.tls_failures += 1
+                self.connections_active -= 1
+                sock.close()
+                return
+            self.tls_handshakes += 1
+            if sock.session_reused:
+                self.tls_resumed += 1
         conn = Connection(self, sock, self.connections_total)
         if self.keep_requests:
             self.connections.append(conn)

@@ -1,0 +1,222 @@
+"""TLS for ``HttpsAgent``: cooperative contexts, Node's error codes, the TLS socket.
+
+Imported lazily (on the first https connection), so ``import geventagent`` never imports ``ssl``
+before gevent or locust patch it. Contexts are ``gevent.ssl.SSLContext`` objects (never
+``create_default_context()``, which returns a stdlib context that blocks the hub when the process
+is not monkey-patched).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import Any, Dict, Optional
+
+from gevent import ssl as gssl
+
+from .errors import GeventAgentError, NetworkError
+from .socket import Socket, _is_ip
+
+__all__ = ["TlsError", "build_context", "TlsSocket"]
+
+#: The options that shape an SSLContext (contexts are cached per agent by these).
+CONTEXT_FIELDS = ("ca", "cert", "key", "passphrase", "reject_unauthorized", "min_version", "max_version", "ciphers")
+
+# OpenSSL X509_V_ERR_* -> Node's codes
+_VERIFY_CODES = {
+    2: "UNABLE_TO_GET_ISSUER_CERT",
+    9: "CERT_NOT_YET_VALID",
+    10: "CERT_HAS_EXPIRED",
+    18: "DEPTH_ZERO_SELF_SIGNED_CERT",
+    19: "SELF_SIGNED_CERT_IN_CHAIN",
+    20: "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+    21: "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+    62: "ERR_TLS_CERT_ALTNAME_INVALID",
+    64: "ERR_TLS_CERT_ALTNAME_INVALID",
+}
+
+_VERSIONS = {
+    "TLSv1": ssl.TLSVersion.TLSv1,
+    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+
+class TlsError(NetworkError):
+    """A TLS failure. ``.code`` is Node's: ``DEPTH_ZERO_SELF_SIGNED_CERT``,
+    ``UNABLE_TO_VERIFY_LEAF_SIGNATURE``, ``ERR_TLS_CERT_ALTNAME_INVALID``, ``CERT_HAS_EXPIRED``, ...,
+    or ``ERR_SSL_<REASON>`` for protocol errors."""
+
+    code = "ERR_SSL_PROTOCOL_ERROR"
+
+
+def from_ssl_error(exc: BaseException, servername: str = "") -> GeventAgentError:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = _VERIFY_CODES.get(exc.verify_code, "ERR_TLS_CERT_VERIFY")
+        message = exc.verify_message or str(exc)
+        if code == "ERR_TLS_CERT_ALTNAME_INVALID":
+            message = "Hostname/IP does not match certificate's altnames: %s" % message
+        return TlsError(message, code=code, verify_code=exc.verify_code)
+    reason = getattr(exc, "reason", None) or "PROTOCOL_ERROR"
+    return TlsError(str(exc), code="ERR_SSL_%s" % str(reason).upper())
+
+
+def _pem_or_path(value: Any) -> Dict[str, Any]:
+    """``ca`` as ``load_verify_locations`` kwargs: a path, PEM text or bytes (or a list of them)."""
+    if isinstance(value, (list, tuple)):
+        text = "\n".join(_as_text(v) for v in value)
+        return {"cadata": text}
+    if isinstance(value, bytes):
+        value = value.decode("ascii")
+    if isinstance(value, str) and "-----BEGIN" in value:
+        return {"cadata": value}
+    if isinstance(value, (str, os.PathLike)):
+        return {"cafile": os.fspath(value)}
+    raise TypeError("ca must be a path, PEM text or bytes")
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("ascii")
+    if isinstance(value, str) and "-----BEGIN" not in value:
+        with open(value) as fh:
+            return fh.read()
+    return str(value)
+
+
+def _write_temp_pem(data: Any) -> str:
+    import tempfile
+
+    handle, path = tempfile.mkstemp(suffix=".pem")
+    with os.fdopen(handle, "wb") as fh:
+        fh.write(data if isinstance(data, bytes) else data.encode("ascii"))
+    return path
+
+
+def build_context(options: Dict[str, Any]) -> Any:
+    """A cooperative client ``gevent.ssl.SSLContext`` from Node-style TLS options.
+
+    Verification is on unless ``reject_unauthorized`` is False; trust comes from ``ca``, else the
+    system store, else certifi (when the system store is empty).
+    """
+    given = options.get("ssl_context")
+    if given is not None:
+        return given
+    ctx = gssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if options.get("reject_unauthorized", True) is False:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ca = options.get("ca")
+    if ca is not None:
+        ctx.load_verify_locations(**_pem_or_path(ca))
+    else:
+        ctx.load_default_certs()
+        if not ctx.cert_store_stats().get("x509_ca"):
+            try:
+                import certifi
+
+                ctx.load_verify_locations(cafile=certifi.where())
+            except ImportError:  # pragma: no cover
+                pass
+    cert = options.get("cert")
+    if cert is not None:
+        key = options.get("key")
+        cleanup = []
+        certfile = cert if isinstance(cert, str) and "-----BEGIN" not in cert else None
+        if certfile is None:
+            certfile = _write_temp_pem(cert)
+            cleanup.append(certfile)
+        keyfile = key if key is None or (isinstance(key, str) and "-----BEGIN" not in key) else None
+        if key is not None and keyfile is None:
+            keyfile = _write_temp_pem(key)
+            cleanup.append(keyfile)
+        try:
+            ctx.load_cert_chain(certfile, keyfile, password=options.get("passphrase"))
+        finally:
+            for path in cleanup:
+                os.unlink(path)
+    for field, attr in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
+        version = options.get(field)
+        if version:
+            setattr(ctx, attr, _VERSIONS[version] if isinstance(version, str) else version)
+    ciphers = options.get("ciphers")
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    return ctx
+
+
+class TlsSocket(Socket):
+    """A :class:`Socket` that performs a TLS handshake after connecting, resuming the agent's cached
+    session for its origin when there is one."""
+
+    def __init__(self, options: Dict[str, Any], agent: Any) -> None:
+        super().__init__(options)
+        self._https_agent = agent
+        self.session_reused = False
+
+    def _after_connect(self, sock: Any) -> None:
+        opts = self.options
+        agent = self._https_agent
+        # no SNI for an IP literal, but the certificate is still checked against the IP
+        servername = opts.get("servername") or (opts.get("host") if _is_ip(opts.get("host") or "") else None)
+        key = opts.get("_agent_key")
+        session = agent._get_session(key) if key else None
+        ctx = agent._context_for(opts)
+        limit = opts.get("connect_timeout") or opts.get("timeout") or None
+        sock.settimeout(limit)
+        tls = ctx.wrap_socket(
+            sock,
+            server_hostname=servername,
+            do_handshake_on_connect=False,
+            session=session if session is not None else None,
+        )
+        self._sock = tls
+        try:
+            tls.do_handshake()
+        except ssl.SSLError as exc:
+            if session is not None and key:
+                agent._evict_session(key)
+            err = from_ssl_error(exc, servername or "")
+            raise err from exc
+        self.session_reused = bool(tls.session_reused)
+        if key:
+            agent._cache_session(key, tls.session)
+        super()._after_connect(tls)
+
+    def _peek(self) -> Optional[str]:
+        """Liveness of an idle TLS socket: TLS 1.3 session tickets (records with no application data)
+        make the raw socket readable; read through the SSL object so they are not mistaken for
+        stray bytes."""
+        sock = self._sock
+        if sock is None or self.destroyed:
+            return "destroyed"
+        reason = super()._peek()
+        if reason != "unexpected_data":
+            return reason
+        sslobj = getattr(sock, "_sslobj", None)
+        if sslobj is None:
+            return reason
+        try:
+            data = sslobj.read(1)
+        except ssl.SSLWantReadError:
+            return None  # only handshake records (session tickets): healthy
+        except ssl.SSLZeroReturnError:
+            return "server_close"
+        except (ssl.SSLError, OSError):
+            return "reset_while_idle"
+        return "unexpected_data" if data else "server_close"
+
+    def _before_release(self) -> None:
+        self._remember_session()  # TLS 1.3 tickets arrive after the handshake
+
+    def _remember_session(self) -> None:
+        key = self.options.get("_agent_key")
+        sock = self._sock
+        if key and sock is not None and not self.destroyed:
+            try:
+                session = sock.session
+            except (AttributeError, ValueError):
+                return
+            if session is not None:
+                self._https_agent._cache_session(key, session)

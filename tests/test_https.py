@@ -1,0 +1,284 @@
+"""HttpsAgent: verified, cooperative TLS with session reuse (trustme certificates on loopback).
+Mirrors Node's https tests of node-agent.md §9 (items 2, 3, 47-52)."""
+
+from __future__ import annotations
+
+import ssl
+
+import gevent
+import pytest
+import trustme
+from gevent import ssl as gssl
+from gevent.server import StreamServer
+
+import geventagent as ga
+from geventagent.testing import HttpTestServer
+
+from .conftest import spawn_all
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+def server_context(ca, *names, leaf=None):
+    ctx = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    (leaf or ca.issue_cert(*(names or ("localhost", "127.0.0.1", "sni.test")))).configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture
+def tls_server(ca):
+    servers = []
+
+    def make(handler=None, ctx=None, **kw):
+        names = []
+        ctx = ctx or server_context(ca)
+        ctx.sni_callback = lambda sslobj, name, c: names.append(name)
+        server = HttpTestServer(handler, ssl_context=ctx, **kw).start()
+        server.sni_names = names
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def https_agent(ca):
+    agents = []
+
+    def make(**kw):
+        kw.setdefault("ca", ca.cert_pem.bytes())
+        agent = ga.HttpsAgent(**kw)
+        agents.append(agent)
+        return agent
+
+    yield make
+    for agent in agents:
+        agent.destroy()
+        assert agent.total_socket_count == 0
+
+
+def test_verified_request_with_ca_bytes_text_and_path(tls_server, https_agent, ca, tmp_path):
+    server = tls_server()
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    for value in (ca.cert_pem.bytes(), ca.cert_pem.bytes().decode(), str(path)):
+        res = ga.get(server.url("/", host="localhost"), agent=https_agent(ca=value))
+        assert res.read() == b"Hello World"
+    assert server.tls_handshakes == 3
+
+
+def test_https_urls_use_the_https_global_agent(tls_server, ca):
+    server = tls_server()
+    saved = ga.https_global_agent
+    ga.https_global_agent = ga.HttpsAgent(keep_alive=True, ca=ca.cert_pem.bytes())
+    try:
+        req = ga.ClientRequest(server.url("/", host="localhost"))
+        assert req.agent is ga.https_global_agent and req.port == server.port
+        assert req.end().read() == b"Hello World"
+    finally:
+        ga.https_global_agent.destroy()
+        ga.https_global_agent = saved
+
+
+def test_http_agent_for_https_url_is_invalid_protocol():
+    with pytest.raises(ValueError) as info:
+        ga.ClientRequest("https://localhost/", agent=ga.Agent())
+    assert info.value.code == "ERR_INVALID_PROTOCOL"
+    assert str(info.value) == 'Protocol "https:" not supported. Expected "http:"'
+    with pytest.raises(ValueError) as info:
+        ga.ClientRequest("http://localhost/", agent=ga.HttpsAgent())
+    assert info.value.code == "ERR_INVALID_PROTOCOL"
+    assert ga.ClientRequest("https://example.com/").port == 443
+
+
+def test_untrusted_ca_is_rejected_with_node_code(tls_server, https_agent):
+    server = tls_server()
+    agent = https_agent(ca=trustme.CA().cert_pem.bytes())
+    with pytest.raises(ga.GeventAgentError) as info:
+        ga.get(server.url("/", host="localhost"), agent=agent)
+    assert info.value.code in ("UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "UNABLE_TO_VERIFY_LEAF_SIGNATURE")
+    assert agent.total_socket_count == 0
+    ok = https_agent(reject_unauthorized=False, ca=None)
+    assert ga.get(server.url("/", host="localhost"), agent=ok).read() == b"Hello World"
+
+
+def test_self_signed_leaf_is_depth_zero(tls_server, https_agent, ca, tmp_path):
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    ca.cert_pem.write_to_path(str(cert))
+    ca.private_key_pem.write_to_path(str(key))
+    ctx = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    server = tls_server(ctx=ctx)
+    with pytest.raises(ga.GeventAgentError) as info:
+        ga.get(server.url("/", host="localhost"), agent=https_agent(ca=None))
+    assert info.value.code in ("DEPTH_ZERO_SELF_SIGNED_CERT", "SELF_SIGNED_CERT_IN_CHAIN")
+
+
+def test_hostname_mismatch_is_altname_invalid(tls_server, https_agent, ca):
+    server = tls_server(ctx=server_context(ca, "example.org"))
+    with pytest.raises(ga.GeventAgentError) as info:
+        ga.get(server.url("/", host="localhost"), agent=https_agent())
+    assert info.value.code == "ERR_TLS_CERT_ALTNAME_INVALID"
+
+
+def test_sni_rules(tls_server, https_agent):
+    server = tls_server()
+    agent = https_agent()
+    ga.get(server.url("/", host="localhost"), agent=agent).read()
+    ga.get(server.url("/"), agent=agent).read()  # IP literal: no SNI
+    ga.get(server.url("/"), agent=agent, headers={"Host": "sni.test"}).read()  # Node's Host-header rule
+    ga.get(server.url("/"), agent=agent, servername="sni.test").read()
+    assert server.sni_names == ["localhost", None, "sni.test", "sni.test"]
+
+
+def test_session_resumption_seen_by_server(tls_server, https_agent):
+    server = tls_server()
+    agent = https_agent()  # keep_alive False: a new connection each time
+    for _ in range(3):
+        assert ga.get(server.url("/", host="localhost"), agent=agent).read() == b"Hello World"
+    assert server.tls_handshakes == 3 and server.tls_resumed >= 1
+    assert len(agent._sessions) == 1
+
+
+def test_https_agent_disable_session_reuse(tls_server, https_agent):
+    server = tls_server()
+    agent = https_agent(max_cached_sessions=0)
+    for _ in range(3):
+        ga.get(server.url("/", host="localhost"), agent=agent).read()
+    assert server.tls_resumed == 0 and agent._sessions == {}
+
+
+def test_https_agent_session_reuse_cache_is_fifo_and_keyed(tls_server, https_agent):
+    one, two = tls_server(), tls_server()
+    agent = https_agent(max_cached_sessions=1)
+    ga.get(one.url("/", host="localhost"), agent=agent).read()
+    key_one = next(iter(agent._sessions))
+    ga.get(two.url("/", host="localhost"), agent=agent).read()
+    assert list(agent._sessions) != [key_one] and len(agent._sessions) == 1
+    # a cipher change gives a different key
+    assert agent.get_name({"host": "a", "port": 1, "ciphers": "AES256-SHA"}) != agent.get_name({"host": "a", "port": 1})
+
+
+def test_https_agent_session_eviction(tls_server, https_agent, ca):
+    server = tls_server()
+    agent = https_agent()
+    ga.get(server.url("/", host="localhost"), agent=agent).read()
+    assert len(agent._sessions) == 1
+    server.ssl_context = server_context(trustme.CA())  # now the handshake fails
+    with pytest.raises(ga.GeventAgentError):
+        ga.get(server.url("/", host="localhost"), agent=agent)
+    assert agent._sessions == {}
+
+
+def test_handshake_is_cooperative(https_agent):
+    """A peer that accepts TCP but never answers the handshake: other greenlets keep running."""
+    held = []
+
+    def silent(sock, address):
+        held.append(sock)
+        gevent.sleep(2)
+
+    server = StreamServer(("127.0.0.1", 0), silent)
+    server.start()
+    ticks = []
+    ticker = gevent.spawn(lambda: [ticks.append(1) or gevent.sleep(0.02) for _ in range(100)])
+    try:
+        with pytest.raises(TimeoutError) as info:
+            ga.get("https://127.0.0.1:%d/" % server.server_port, agent=https_agent(connect_timeout=0.3))
+        assert info.value.code == "ETIMEDOUT"
+        assert len(ticks) >= 8
+    finally:
+        ticker.kill()
+        server.stop()
+
+
+def test_caps_and_pooling_over_tls(tls_server, https_agent):
+    server = tls_server()
+    agent = https_agent(keep_alive=True, max_sockets=2)
+    results = spawn_all(*[(lambda: ga.get(server.url("/", host="localhost"), agent=agent).read()) for _ in range(40)])
+    assert results == [b"Hello World"] * 40
+    assert server.connections_total == 2 and server.connections_peak <= 2
+
+
+def test_tls13_session_tickets_do_not_discard_healthy_free_sockets(tls_server, https_agent):
+    server = tls_server()
+    agent = https_agent(keep_alive=True, min_version="TLSv1.3")
+    ga.get(server.url("/", host="localhost"), agent=agent).read()
+    gevent.sleep(0.1)  # tickets have arrived and woken the idle watcher
+    req = ga.ClientRequest(server.url("/", host="localhost"), agent=agent)
+    assert req.end().read() == b"Hello World"
+    assert req.reused_socket and server.connections_total == 1
+    assert agent.close_reasons == {}
+
+
+# -- Node's https tests ---------------------------------------------------------------------------
+def test_https_agent_getname():
+    agent = ga.HttpsAgent()
+    assert agent.get_name({}) == "localhost::" + ":" * 20
+    name = agent.get_name(
+        {
+            "host": "0.0.0.0",
+            "port": 443,
+            "ca": "ca",
+            "cert": "cert",
+            "ciphers": "ciphers",
+            "key": "key",
+            "pfx": "pfx",
+            "reject_unauthorized": False,
+            "servername": "localhost",
+            "min_version": "TLSv1.2",
+            "max_version": "TLSv1.3",
+            "crl": ["c1", "c2"],
+            "secure_options": 0,
+            "sigalgs": "sigalgs",
+        }
+    )
+    assert name == ('0.0.0.0:443::ca:cert::ciphers:key:pfx:false:localhost:TLSv1.2:TLSv1.3::c1,c2::::0::"sigalgs"::')
+
+
+def test_https_agent_additional_options():
+    agent = ga.HttpsAgent()
+    base = agent.get_name({"host": "h", "port": 1})
+    for field, value in (
+        ("dhparam", "d"),
+        ("ecdh_curve", "c"),
+        ("honor_cipher_order", True),
+        ("secure_options", 1),
+        ("secure_protocol", "p"),
+        ("session_id_context", "s"),
+    ):
+        assert agent.get_name({"host": "h", "port": 1, field: value}) != base
+
+
+def test_https_agent_sockets_leak(tls_server, https_agent):
+    server = tls_server()
+    agent = https_agent(keep_alive=True)
+    names = []
+    for _ in range(2):
+        req = ga.ClientRequest(server.url("/"), agent=agent, headers={"Host": "sni.test"})
+        req.on("socket", lambda s: names.append(s._agent_name))
+        req.end().read()
+    assert len(set(names)) == 1 and names[0].count("sni.test") == 1
+    agent.destroy()
+    assert agent.sockets == {} and agent.free_sockets == {}
+
+
+def test_https_agent_create_connection_does_not_mutate_options(https_agent):
+    agent = https_agent()
+    options = {"host": "127.0.0.1", "port": 1, "servername": "x"}
+    snapshot = dict(options)
+    socket = agent.create_connection(options)
+    assert isinstance(socket, ga.Socket) and options == snapshot
+    socket.destroy()
+
+
+def test_https_agent_constructor():
+    agent = ga.HttpsAgent()
+    assert agent.default_port == 443 and agent.protocol == "https:" and agent.max_cached_sessions == 100
+    with pytest.raises(ValueError):
+        ga.HttpsAgent(max_cached_sessions=-1)
