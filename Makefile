@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: venv test demo lint clean bench bench-race
+.PHONY: venv test demo lint clean bench bench-race loadtest
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,10 @@ $(STAMP): setup.py
 
 venv: $(STAMP)
 
+# The core runs unpatched; locust (which monkey-patches on import) runs in a second process.
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:anyio -p no:cacheprovider tests
+	$(BIN)/python -m pytest -p no:anyio -p no:cacheprovider tests --ignore=tests/locust
+	$(BIN)/python -m pytest -p no:anyio -p no:cacheprovider tests/locust
 
 demo: $(STAMP)
 	$(BIN)/python -m geventagent.demo
@@ -29,6 +31,10 @@ $(BENCH_STAMP): $(STAMP)
 bench-race: $(BENCH_STAMP)
 	mkdir -p bench-results
 	$(BIN)/python bench/race.py --json bench-results/race.json
+
+# 200 users for 30 s through locust's own --processes 2; fails if a cap is exceeded or a request fails.
+loadtest: $(STAMP)
+	$(BIN)/python loadtests/run.py --users 200 --time 30s --processes 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -161,8 +161,9 @@ def main() -> int:
     server_cmd = [sys.executable, "-m", "geventagent.testing", str(args.t), "--no-hint"]
     if shutil.which("taskset"):
         server_cmd = ["taskset", "-c", "1"] + server_cmd
-    server = subprocess.Popen(server_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env=dict(os.environ, PYTHONPATH=ROOT))
+    server = subprocess.Popen(
+        server_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT)
+    )
     port = int(server.stdout.readline())
     params = {"t": args.t, "jitter": args.jitter, "workers": args.workers, "per": args.per_worker, "port": port}
     names = list(CLIENTS)
@@ -172,8 +173,10 @@ def main() -> int:
         names = [n for n in names if any(o.strip() in n for o in args.only.split(","))]
     total = args.workers * args.per_worker
     rows = []
-    print("keep-alive race: server closes idle connections after %.3f s; %d workers reuse at T +/- %.3f s; "
-          "%d requests per client\n" % (args.t, args.workers, args.jitter, total))
+    print(
+        "keep-alive race: server closes idle connections after %.3f s; %d workers reuse at T +/- %.3f s; "
+        "%d requests per client\n" % (args.t, args.workers, args.jitter, total)
+    )
     print("%-32s %8s %8s %12s  %s" % ("client", "ok", "failed", "connections", "failure kinds"))
     try:
         for name in names:
@@ -185,9 +188,17 @@ def main() -> int:
                 print("%-32s %8s %8s %12s  %s" % (name, "-", "-", "-", "not run: %s" % result["error"][0][:70]))
             else:
                 failed = sum(result["failures"].values())
-                row = {"client": name, "ok": result["ok"], "failed": failed, "failures": result["failures"],
-                       "connections": stats["connections_total"] - 1, "extra": result["extra"]}
-                kinds = "; ".join("%s x%d" % (k, v) for k, v in sorted(result["failures"].items(), key=lambda kv: -kv[1]))
+                row = {
+                    "client": name,
+                    "ok": result["ok"],
+                    "failed": failed,
+                    "failures": result["failures"],
+                    "connections": stats["connections_total"] - 1,
+                    "extra": result["extra"],
+                }
+                kinds = "; ".join(
+                    "%s x%d" % (k, v) for k, v in sorted(result["failures"].items(), key=lambda kv: -kv[1])
+                )
                 print("%-32s %8d %8d %12d  %s" % (name, result["ok"], failed, row["connections"], kinds[:90]))
             rows.append(row)
     finally:
@@ -198,8 +209,10 @@ def main() -> int:
             json.dump({"params": params, "rows": rows}, fh, indent=2)
     ours = next((r for r in rows if r["client"] == "geventagent"), None)
     if ours is not None:
-        print("\ngeventagent: %d failed of %d (retries on stale sockets: %s)" % (
-            ours["failed"] or 0, total, ours.get("extra", {}).get("retries")))
+        print(
+            "\ngeventagent: %d failed of %d (retries on stale sockets: %s)"
+            % (ours["failed"] or 0, total, ours.get("extra", {}).get("retries"))
+        )
         return 0 if ours["failed"] == 0 and ours["ok"] == total else 1
     return 0
 

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import sys
+import time
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
@@ -254,9 +255,28 @@ class ClientRequest(EventEmitter):
         self._agent_options: Optional[Dict[str, Any]] = None
         self._parser: Optional[ResponseParser] = None
         self._released = False
+        self._t_dispatch = self._t_socket = self._t_connected = self._t_sent = 0.0
+        self._t_first_byte = self._t_headers = 0.0
 
     def __repr__(self) -> str:
         return "<ClientRequest %s %s%s>" % (self.method, self.host, self.path)
+
+    def timings(self) -> Dict[str, float]:
+        """Phase durations in seconds (``time.perf_counter``): ``queue`` (waiting for a socket),
+        ``connect`` (TCP + TLS; 0 on a reused socket), ``send`` (writing the request),
+        ``ttfb`` (request written to the first response byte), ``headers`` (to the end of the head).
+        Phases not reached are 0."""
+
+        def span(a: float, b: float) -> float:
+            return b - a if a and b else 0.0
+
+        return {
+            "queue": span(self._t_dispatch, self._t_socket),
+            "connect": span(self._t_socket, self._t_connected),
+            "send": span(self._t_connected, self._t_sent),
+            "ttfb": span(self._t_sent, self._t_first_byte),
+            "headers": span(self._t_dispatch, self._t_headers),
+        }
 
     # -- headers --------------------------------------------------------------------------------
     def set_header(self, name: str, value: Any) -> "ClientRequest":
@@ -333,6 +353,7 @@ class ClientRequest(EventEmitter):
         self.agent.add_request(self, self._connect_options)
 
     def _acquire_socket(self) -> Socket:
+        self._t_dispatch = _now()
         self._dispatch()
         if self._socket_result is None:
             waiter = self._waiter = Waiter()
@@ -352,8 +373,12 @@ class ClientRequest(EventEmitter):
             self.emit("socket", socket)
         if self.destroyed:
             raise socket_hang_up()
+        self._t_socket = _now()
         if not socket.connected:
             socket.connect()
+            self._t_connected = _now()
+        else:
+            self._t_connected = self._t_socket
         socket.requests += 1
         return socket
 
@@ -465,6 +490,7 @@ class ClientRequest(EventEmitter):
         return self._finish_and_read()
 
     def _finish_and_read(self) -> IncomingMessage:
+        self._t_sent = _now()
         self.finished = True
         if self._events and "finish" in self._events:
             self.emit("finish")
@@ -568,7 +594,10 @@ class ClientRequest(EventEmitter):
             data = socket.recv(65536)
             if not data:
                 raise socket_hang_up()
+            if not self._t_first_byte:
+                self._t_first_byte = _now()
             parser.feed(data)
+        self._t_headers = _now()
         res = IncomingMessage(self, parser, socket)
         self.res = res
         upgrade = parser.upgrade_head is not None
@@ -704,6 +733,9 @@ class ClientRequest(EventEmitter):
     def set_socket_keep_alive(self, enable: bool = False, initial_delay: float = 0.0) -> None:
         if self.socket is not None:
             self.socket.set_keep_alive(enable, initial_delay)
+
+
+_now = time.perf_counter
 
 
 def _frame(data: bytes, chunked: bool) -> bytes:

@@ -242,6 +242,10 @@ class HttpTestServer:
         finally:
             self.connections_active -= 1
             conn.close()
+            self.connection_closed(conn)
+
+    def connection_closed(self, conn: Connection) -> None:
+        """Hook: a connection ended (subclasses count per-client concurrency here)."""
 
     def _serve(self, conn: Connection) -> None:
         sock = conn.sock

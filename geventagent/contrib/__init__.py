@@ -1,0 +1,1 @@
+"""Integrations built on geventagent's public API, each imported only when you import it."""
