@@ -41,4 +41,4 @@ clean:
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check ruff
-	$(BIN)/ruff check geventagent tests && $(BIN)/ruff format --check geventagent tests
+	$(BIN)/ruff check geventagent tests loadtests bench && $(BIN)/ruff format --check geventagent tests loadtests bench

@@ -120,7 +120,10 @@ let running = WORKERS;
 for (let w = 0; w < WORKERS; w++) {
   let left = PER;
   const next = () => {
-    if (left-- <= 0) { if (--running === 0) { console.log(JSON.stringify({ok, failures, extra: {}})); agent.destroy(); } return; }
+    if (left-- <= 0) {
+      if (--running === 0) { console.log(JSON.stringify({ok, failures, extra: {}})); agent.destroy(); }
+      return;
+    }
     get(() => setTimeout(next, (T + (Math.random() * 2 - 1) * JITTER) * 1000));
   };
   next();

@@ -381,7 +381,7 @@ def user(server, environment):
 def test_catch_response(user, environment):
     assert user.client.get("/fail").status_code == 500
     assert environment.stats.total.num_failures == 1
-    with user.client.get("/fail", catch_response=True) as r:
+    with user.client.get("/fail", catch_response=True):
         pass
     assert environment.stats.total.num_failures == 2
 
