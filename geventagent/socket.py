@@ -310,17 +310,18 @@ class Socket(EventEmitter):
 
     # -- idle timer (used by the agent while the socket is free) ---------------------------------
     def _start_idle_timer(self, seconds: float) -> None:
+        """(Re)start the idle timer for the full ``seconds``. A libev timer that is stopped resumes
+        with its *remaining* time and one that fired restarts at once, so the timer repeats with
+        ``repeat=seconds`` and is restarted with ``again()``, which always counts from now."""
         if seconds is None or seconds <= 0 or seconds == float("inf"):
             return
         timer = self._timer
         if timer is None or self._timer_after != seconds:
             if timer is not None:
                 timer.close()
-            timer = self._timer = gevent.get_hub().loop.timer(seconds, 0, ref=self._refed)
+            timer = self._timer = gevent.get_hub().loop.timer(seconds, seconds, ref=self._refed)
             self._timer_after = seconds
-        else:
-            timer.stop()
-        timer.start(self._on_idle_timer)
+        timer.again(self._on_idle_timer, update=True)
 
     def _stop_idle_timer(self) -> None:
         timer = self._timer
@@ -328,6 +329,9 @@ class Socket(EventEmitter):
             timer.stop()
 
     def _on_idle_timer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            timer.stop()
         if not self.destroyed:
             self.emit("timeout")
 

@@ -24,6 +24,7 @@ CLAIMED_CAP = int(os.environ.get("GA_CLAIMED_CAP", str(SHARED_CAP)))
 SHARED = ga.Agent(keep_alive=True, max_sockets=SHARED_CAP, max_total_sockets=SHARED_CAP)
 #: Cumulative per-process counts (a worker's own stats are reset each time it reports to the master).
 COUNTS = {"requests": 0, "failures": 0, "PerUserAgent": 0, "SharedAgent": 0}
+AGENTS = [SHARED]  # every agent of this process, for the close-reason summary
 
 
 @events.request.add_listener
@@ -40,6 +41,8 @@ class _Tagged(AgentUser):
 
     def on_start(self) -> None:
         COUNTS[type(self).__name__] += 1
+        if self.client.agent is not SHARED:
+            AGENTS.append(self.client.agent)
         self.client.default_headers["X-Worker"] = "%d/%s" % (os.getpid(), type(self).__name__)
 
     @task
@@ -60,14 +63,19 @@ def report_worker(environment, **_kw):
     runner = environment.runner
     if runner is None or type(runner).__name__ == "MasterRunner":
         return
-    query = "tag=%d&requests=%d&failures=%d&users=%d&users_per_user=%d&users_shared=%d" % (
-        os.getpid(),
-        COUNTS["requests"],
-        COUNTS["failures"],
-        COUNTS["PerUserAgent"] + COUNTS["SharedAgent"],
-        COUNTS["PerUserAgent"],
-        COUNTS["SharedAgent"],
-    )
+    report = {
+        "tag": os.getpid(),
+        "requests": COUNTS["requests"],
+        "failures": COUNTS["failures"],
+        "users": COUNTS["PerUserAgent"] + COUNTS["SharedAgent"],
+        "users_per_user": COUNTS["PerUserAgent"],
+        "users_shared": COUNTS["SharedAgent"],
+        "sockets_created": sum(agent.counters["sockets_created"] for agent in AGENTS),
+    }
+    for agent in AGENTS:
+        for reason, count in agent.close_reasons.items():
+            report["close_" + reason] = report.get("close_" + reason, 0) + count
+    query = "&".join("%s=%d" % item for item in report.items())
     try:
         urllib.request.urlopen(environment.host.rstrip("/") + "/__report?" + query, timeout=5).read()
     except OSError:
@@ -119,7 +127,11 @@ def cap_report(environment, **_kw):
                     "yes" if held else "NO",
                 )
             )
-        print("%-8s %-14s %6d %9d %9d" % (pid, "(all)", report["users"], report["requests"], report["failures"]))
+        closes = ", ".join("%s %d" % (k[6:], v) for k, v in sorted(report.items()) if k.startswith("close_"))
+        print(
+            "%-8s %-14s %6d %9d %9d   sockets closed: %s"
+            % (pid, "(all)", report["users"], report["requests"], report["failures"], closes or "none")
+        )
         ok = ok and report["failures"] == 0 and report["requests"] > 0
     if len(reports) < max(expected, 1):
         print("missing worker reports: got %d of %d" % (len(reports), expected))

@@ -248,3 +248,25 @@ def test_keep_alive_hint_timeout_and_max_in_any_order(leak_check, ga_make_server
     assert socket._free_timeout == 2.0  # Node's anchored regex would miss "max=5, timeout=3"
     agent.get(server.url("/b")).read()
     assert agent.free_sockets == {} and agent.close_reasons == {"max_requests": 1}
+
+
+def test_idle_timer_restarts_in_full_each_time_a_socket_is_pooled(leak_check, ga_server):
+    """libev resumes a stopped timer with its remaining time and restarts a fired one at once;
+    each pooling must get the full free_socket_timeout (found by the locust load test)."""
+    agent = agent_for(leak_check, free_socket_timeout=0.2)
+    url = ga_server.url("/")
+    agent.get(url).read()
+    gevent.sleep(0.12)
+    req = ga.ClientRequest(url, agent=agent)
+    req.end().read()
+    assert req.reused_socket
+    gevent.sleep(0.12)  # 0.24 s since the first pooling, 0.12 s since the second
+    assert agent.status()["free"] == 1 and agent.close_reasons == {}
+    # the timer fires while the socket is busy: pooling it again must not expire it at once
+    req = ga.ClientRequest(url, agent=agent)
+    req.on("socket", lambda s: s._on_idle_timer())  # as if it fired during the request
+    req.end().read()
+    assert req.reused_socket
+    assert agent.close_reasons == {} and agent.status()["free"] == 1
+    gevent.sleep(0.3)
+    assert agent.close_reasons == {"idle_timeout": 1}
