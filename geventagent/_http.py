@@ -71,6 +71,10 @@ def encode_head(method: str, path: str, headers: HeaderPairs) -> bytes:
     return "".join(parts).encode("latin-1")
 
 
+def _pairs(raw: List[bytes]) -> HeaderPairs:
+    return [(raw[i].decode("latin-1"), raw[i + 1].decode("latin-1")) for i in range(0, len(raw), 2)]
+
+
 class _Stray(Exception):
     """Raised inside a parser callback: bytes arrived after the response was complete."""
 
@@ -91,78 +95,96 @@ class ResponseParser:
         stray (bool): bytes arrived after the message ended; the connection must not be reused.
     """
 
-    __slots__ = (
-        "_parser",
-        "method",
-        "max_header_size",
-        "status_code",
-        "status_message",
-        "http_version",
-        "raw_headers",
-        "raw_trailers",
-        "headers_complete",
-        "message_complete",
-        "keep_alive",
-        "body",
-        "body_bytes",
-        "informational",
-        "upgrade_head",
-        "stray",
-        "eof_body",
-        "bytes_received",
-        "_head_bytes",
-        "_status_parts",
-        "_connect_head",
-    )
+    # Scalars start from class-level defaults: a parser is created per response (hot path).
+    status_code = 0
+    status_message = ""
+    http_version = "1.1"
+    headers_complete = False
+    message_complete = False
+    keep_alive = False
+    body_bytes = 0
+    upgrade_head: Optional[bytes] = None
+    stray = False
+    bytes_received = 0
+    _head_bytes = 0
+    _connect_head: Optional[bytearray] = None
+    _decoded: Optional[HeaderPairs] = None
 
     def __init__(self, method: str = "GET", max_header_size: int = MAX_HEADER_SIZE) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self.method = method
         self.max_header_size = max_header_size
-        self.status_code = 0
-        self.status_message = ""
-        self.http_version = "1.1"
-        self.raw_headers: HeaderPairs = []
-        self.raw_trailers: HeaderPairs = []
-        self.headers_complete = False
-        self.message_complete = False
-        self.keep_alive = False
+        self._raw: List[bytes] = []  # name, value, name, value, ... as received (decoded lazily)
+        self._raw_trailers: List[bytes] = []
         self.body: Deque[bytes] = deque()
-        self.body_bytes = 0
         self.informational: List[Tuple[int, str, str, HeaderPairs]] = []
-        self.upgrade_head: Optional[bytes] = None
-        self.stray = False
-        self.eof_body = False
-        self.bytes_received = 0
-        self._head_bytes = 0
         self._status_parts: List[bytes] = []
-        self._connect_head: Optional[bytearray] = bytearray() if method == "CONNECT" else None
+        if method == "CONNECT":
+            self._connect_head = bytearray()
+
+    # -- headers, decoded on demand ---------------------------------------------------------------
+    @property
+    def raw_headers(self) -> HeaderPairs:
+        """``[(name, value), ...]`` of the final response, as received (latin-1)."""
+        decoded = self._decoded
+        if decoded is None:
+            decoded = self._decoded = _pairs(self._raw)
+        return decoded
+
+    @property
+    def raw_trailers(self) -> HeaderPairs:
+        return _pairs(self._raw_trailers)
+
+    def header(self, lower_name: bytes) -> Optional[bytes]:
+        """The first value of a header (``lower_name`` in lower-case bytes), or None; no decoding."""
+        raw = self._raw
+        size = len(lower_name)
+        for index in range(0, len(raw), 2):
+            name = raw[index]
+            if len(name) == size and name.lower() == lower_name:
+                return raw[index + 1]
+        return None
+
+    def header_values(self, lower_name: bytes) -> List[bytes]:
+        """Every value of a header (``lower_name`` in lower-case bytes), as received."""
+        raw = self._raw
+        size = len(lower_name)
+        return [raw[i + 1] for i in range(0, len(raw), 2) if len(raw[i]) == size and raw[i].lower() == lower_name]
+
+    @property
+    def eof_body(self) -> bool:
+        """The body is delimited by the end of the connection (no length, not chunked)."""
+        if not self.headers_complete or self.method == "HEAD" or self.status_code in (101, 204, 304):
+            return False
+        if self.header(b"content-length") is not None:
+            return False
+        te = self.header(b"transfer-encoding")
+        return te is None or b"chunked" not in te.lower()
 
     # -- llhttp callbacks -----------------------------------------------------------------------
-    def on_message_begin(self) -> None:
+    def on_status(self, status: bytes) -> None:
         if self.message_complete:
             raise _Stray()
-
-    def on_status(self, status: bytes) -> None:
         self._status_parts.append(status)
-        self._head_bytes += len(status)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        pair = (name.decode("latin-1"), value.decode("latin-1"))
         if self.headers_complete:
-            self.raw_trailers.append(pair)
-            return
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.max_header_size:
-            raise HttpParseError("Parse Error: Header overflow", code="HPE_HEADER_OVERFLOW")
-        self.raw_headers.append(pair)
+            self._raw_trailers += (name, value)
+        else:
+            raw = self._raw
+            raw.append(name)
+            raw.append(value)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
         self.status_code = status
-        self.status_message = b"".join(self._status_parts).decode("latin-1")
+        parts = self._status_parts
+        self.status_message = (parts[0] if len(parts) == 1 else b"".join(parts)).decode("latin-1")
         self._status_parts = []
+        raw = self._raw
+        if sum(map(len, raw)) + 2 * len(raw) + len(self.status_message) > self.max_header_size:
+            raise HttpParseError("Parse Error: Header overflow", code="HPE_HEADER_OVERFLOW")
         self.http_version = parser.get_http_version()
         if 100 <= status < 200 and status != 101:
             return  # interim response; on_message_complete records it
@@ -176,18 +198,6 @@ class ResponseParser:
         if method == "CONNECT" and 200 <= status < 300:
             self.keep_alive = False
             raise httptools.HttpParserUpgrade(-1)
-        if status in (204, 304):
-            return
-        has_length = has_chunked = False
-        for name, value in self.raw_headers:
-            lower = name.lower()
-            if lower == "content-length":
-                has_length = True
-            elif lower == "transfer-encoding" and "chunked" in value.lower():
-                has_chunked = True
-        if not has_length and not has_chunked and status != 101:
-            self.eof_body = True
-            self.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         if self.message_complete:
@@ -198,8 +208,8 @@ class ResponseParser:
     def on_message_complete(self) -> None:
         status = self.status_code
         if not self.headers_complete and 100 <= status < 200:
-            self.informational.append((status, self.status_message, self.http_version, self.raw_headers))
-            self.raw_headers = []
+            self.informational.append((status, self.status_message, self.http_version, _pairs(self._raw)))
+            self._raw = []
             self.status_code = 0
             self._head_bytes = 0
             return
@@ -215,6 +225,8 @@ class ResponseParser:
             HttpParseError: malformed response (``HPE_*``), or a head over ``max_header_size``.
         """
         self.bytes_received += len(data)
+        if not self.headers_complete:
+            self._head_bytes += len(data)
         if self._connect_head is not None and not self.headers_complete:
             self._connect_head += data
         try:
@@ -252,7 +264,7 @@ class ResponseParser:
                 self.keep_alive = False
                 return
             raise from_parser_error(exc) from exc
-        if not self.headers_complete and self._head_bytes + len(b"".join(self._status_parts)) > (self.max_header_size):
+        if not self.headers_complete and self._head_bytes > self.max_header_size:
             raise HttpParseError("Parse Error: Header overflow", code="HPE_HEADER_OVERFLOW")
 
     def feed_eof(self) -> bool:
@@ -261,7 +273,7 @@ class ResponseParser:
         ``ECONNRESET``) or was already complete."""
         if self.message_complete:
             return False
-        if self.headers_complete and self.eof_body:
+        if self.eof_body:
             self.message_complete = True
             self.keep_alive = False
             return True

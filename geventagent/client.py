@@ -10,6 +10,7 @@ and ``GreenletExit``.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 import os
@@ -40,10 +41,19 @@ from .socket import Socket
 __all__ = ["ClientRequest", "request", "get"]
 
 _INVALID_PATH = re.compile(r"[^\u0021-\u00ff]")
+_INVALID_HOST = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+_NOT_CONNECT_OPTIONS = frozenset(
+    ("headers", "method", "path", "agent", "auth", "hostname", "protocol", "set_host", "default_port",
+     "max_header_size", "retry")
+)
+_METHODS: Dict[str, str] = {}
+_UNSET = object()
 _CLOSE_TOKEN = re.compile(r"(?:^|\W)close(?:$|\W)", re.I)
 #: Methods Node sends without a body framing header when none is given.
 _NO_DEFAULT_BODY = frozenset(("GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
 _CHUNK = 64 * 1024
+#: First read of a response: most heads (and small bodies) fit; larger bodies are read 64 KiB at a time.
+HEAD_READ_SIZE = 16 * 1024
 #: Seconds to wait for ``100 Continue`` before sending the body anyway (as curl does).
 EXPECT_CONTINUE_SECONDS = 1.0
 
@@ -58,6 +68,12 @@ def _default_agent(protocol: Optional[str]) -> Any:
 
 
 def _options_from_url(url: str) -> Dict[str, Any]:
+    """Node-style options from a URL (cached: services call the same URLs again and again)."""
+    return dict(_parse_url(url))
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse_url(url: str) -> Tuple[Tuple[str, Any], ...]:
     parts = urlsplit(url)
     if not parts.scheme or not parts.netloc:
         from .errors import InvalidArgValueError
@@ -81,7 +97,7 @@ def _options_from_url(url: str) -> Dict[str, Any]:
         if parts.password is not None:
             auth += ":" + unquote(parts.password)
         opts["auth"] = auth
-    return opts
+    return tuple(opts.items())
 
 
 class ClientRequest(EventEmitter):
@@ -107,6 +123,27 @@ class ClientRequest(EventEmitter):
     Events, in Node's order: ``'socket'``, ``'information'``, ``'continue'``, ``'finish'``,
     ``'response'``, ``'upgrade'``, ``'connect'``, ``'timeout'``, ``'error'``, ``'close'``.
     """
+
+    # Per-request state starts from these class-level defaults (fewer stores on the hot path).
+    reused_socket = False
+    retried = False
+    destroyed = False
+    finished = False
+    socket: Optional[Socket] = None
+    res: Optional[IncomingMessage] = None
+    _fresh = False
+    _dispatched = False
+    _chunked = False
+    _ended = False
+    _closed = False
+    _released = False
+    _socket_result: Optional[Tuple[Optional[Socket], Optional[BaseException]]] = None
+    _waiter: Optional[Waiter] = None
+    _queue_name: Optional[str] = None
+    _queue_seq = 0
+    _agent_options: Optional[Dict[str, Any]] = None
+    _parser: Optional[ResponseParser] = None
+    _t_dispatch = _t_socket = _t_connected = _t_sent = _t_first_byte = _t_headers = 0.0
 
     def __init__(
         self,
@@ -177,13 +214,19 @@ class ClientRequest(EventEmitter):
             host = host[1:-1]
         self.host = host
         self.port = port
-        self.timeout = validate_seconds("timeout", opts.get("timeout"))
+        timeout = opts.get("timeout")
+        self.timeout = None if timeout is None else validate_seconds("timeout", timeout)
         self.max_header_size = opts.get("max_header_size") or MAX_HEADER_SIZE
 
         method = opts.get("method") or "GET"
         if not isinstance(method, str):
             raise InvalidArgTypeError('The "method" argument must be of type string. Received %r' % (method,))
-        self.method = check_header_name(method).upper() if method else "GET"
+        upper = _METHODS.get(method)
+        if upper is None:
+            upper = check_header_name(method).upper()
+            if len(_METHODS) < 64:
+                _METHODS[method] = upper
+        self.method = upper
         path = opts.get("path") or "/"
         if not isinstance(path, str):
             raise InvalidArgTypeError('The "options.path" property must be of type string. Received %r' % (path,))
@@ -202,7 +245,9 @@ class ClientRequest(EventEmitter):
             host_header = "[%s]" % host if ":" in host else host
             if port != default_port:
                 host_header += ":%d" % port
-            self.set_header("Host", host_header)
+            if _INVALID_HOST.search(host_header):
+                raise UnescapedCharactersError("Invalid host: %r" % (host,))
+            self._headers["host"] = ("Host", host_header)
         auth = opts.get("auth")
         if auth and "authorization" not in self._headers:
             token = base64.b64encode(auth.encode("utf-8") if isinstance(auth, str) else auth).decode("ascii")
@@ -213,51 +258,13 @@ class ClientRequest(EventEmitter):
             not getattr(agent, "keep_alive", False) and getattr(agent, "max_sockets", math.inf) == math.inf
         )
 
-        conn = {
-            key: value
-            for key, value in opts.items()
-            if key
-            not in (
-                "headers",
-                "method",
-                "path",
-                "agent",
-                "auth",
-                "hostname",
-                "protocol",
-                "set_host",
-                "default_port",
-                "max_header_size",
-                "retry",
-            )
-        }
+        conn = {key: value for key, value in opts.items() if key not in _NOT_CONNECT_OPTIONS}
         conn["host"] = host
         conn["port"] = port
         self._connect_options = conn
 
-        self.reused_socket = False
-        self.retried = False
-        self._fresh = False
-        retry = opts.get("retry", getattr(agent, "retry", "idempotent"))
-        self.retry = validate_retry(retry)
-        self.socket: Optional[Socket] = None
-        self.res: Optional[IncomingMessage] = None
-        self.destroyed = False
-        self.finished = False
-        self._dispatched = False
-        self._chunked = False
-        self._ended = False
-        self._closed = False
-        self._socket_result: Optional[Tuple[Optional[Socket], Optional[BaseException]]] = None
-        self._waiter: Optional[Waiter] = None
-        self._queue_name: Optional[str] = None
-        self._queue_seq = 0
-        self._agent_options: Optional[Dict[str, Any]] = None
-        self._parser: Optional[ResponseParser] = None
-        self._released = False
-        self._t_dispatch = self._t_socket = self._t_connected = self._t_sent = 0.0
-        self._t_first_byte = self._t_headers = 0.0
-
+        retry = opts.get("retry", _UNSET)
+        self.retry = getattr(agent, "retry", "idempotent") if retry is _UNSET else validate_retry(retry)
     def __repr__(self) -> str:
         return "<ClientRequest %s %s%s>" % (self.method, self.host, self.path)
 
@@ -591,7 +598,7 @@ class ClientRequest(EventEmitter):
                     )
             if parser.headers_complete:
                 break
-            data = socket.recv(65536)
+            data = socket.recv(HEAD_READ_SIZE)
             if not data:
                 raise socket_hang_up()
             if not self._t_first_byte:

@@ -91,7 +91,6 @@ class IncomingMessage(EventEmitter):
         self.status_code = parser.status_code
         self.status_message = parser.status_message
         self.http_version = parser.http_version
-        self.raw_headers = parser.raw_headers
         self.upgrade_head: Optional[bytes] = parser.upgrade_head
         self.complete = False
         self.aborted = False
@@ -112,6 +111,10 @@ class IncomingMessage(EventEmitter):
         return headers
 
     @property
+    def raw_headers(self) -> List[Tuple[str, str]]:
+        return self._parser.raw_headers
+
+    @property
     def trailers(self) -> Dict[str, Any]:
         return build_headers(self._parser.raw_trailers)
 
@@ -119,16 +122,18 @@ class IncomingMessage(EventEmitter):
     def raw_trailers(self) -> List[Tuple[str, str]]:
         return self._parser.raw_trailers
 
-    def get_header(self, name: str) -> Optional[str]:
+    def get_header(self, name: str) -> Optional[Any]:
         """The value of header ``name`` (case-insensitive) as :attr:`headers` shows it, or None."""
-        headers = self._headers
-        if headers is not None:
-            return headers.get(name.lower())
         lower = name.lower()
-        for key, value in self.raw_headers:
-            if key.lower() == lower:
-                return self.headers.get(lower) if lower in ("set-cookie",) else value
-        return None
+        headers = self._headers
+        if headers is not None or lower == "set-cookie":
+            return self.headers.get(lower)
+        values = self._parser.header_values(lower.encode("latin-1"))
+        if not values:
+            return None
+        if len(values) == 1 or lower in _SINGLE:
+            return values[0].decode("latin-1")
+        return self.headers.get(lower)  # a joined duplicate
 
     # -- body -----------------------------------------------------------------------------------
     def _deliver(self) -> None:

@@ -92,6 +92,7 @@ class Socket(EventEmitter):
         self._timer: Any = None
         self._timer_after = -1.0
         self._watcher: Any = None
+        self._raw: Any = None  # the C socket of a plain (non-TLS) gevent socket, for fast writes
         self._http_message: Any = None
         self._agent: Any = None
         self._agent_name: Optional[str] = None
@@ -208,6 +209,8 @@ class Socket(EventEmitter):
         raise last if last is not None else OSError("no address for %s" % host)
 
     def _after_connect(self, sock: Any) -> None:
+        if type(sock) is gsocket.socket:
+            self._raw = sock._sock
         opts = self.options
         self.connecting = False
         self.connected = True
@@ -231,7 +234,18 @@ class Socket(EventEmitter):
             RequestTimeout (after ``'timeout'``), ConnectionReset (``EPIPE``/``ECONNRESET``), NetworkError.
         """
         try:
-            self._sock.sendall(data)
+            raw = self._raw
+            if raw is not None:
+                # Fast path: the kernel usually takes a request whole; only a partial or blocked
+                # write goes through gevent's waiting sendall.
+                try:
+                    sent = _socket.socket.send(raw, data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    self._sock.sendall(memoryview(data)[sent:])
+            else:
+                self._sock.sendall(data)
         except (OSError, AttributeError) as exc:
             if self._sock is None or self.destroyed:
                 raise socket_hang_up() from exc
@@ -396,6 +410,7 @@ class Socket(EventEmitter):
             watcher.close()
             self._watcher = None
         sock = self._sock
+        self._raw = None
         if sock is not None:
             try:
                 sock.close()

@@ -1,0 +1,262 @@
+"""``make bench``: the same workloads through geventagent and its peers, side by side, in one run.
+
+The server is nginx (Debian's package) when installed, pinned to CPU 1; each client runs in its own
+process pinned to CPU 0 (``taskset``). Prints req/s, MB/s, ratio to geventagent and peak RSS; writes
+``bench-results/bench.json`` and ``bench-results/bench.png``; checks the targets of issue 6.
+
+    python bench/bench.py [--clients geventagent,geventhttpclient,...] [--workloads tiny,1mib,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CLIENTS = ["geventagent", "geventhttpclient", "urllib3", "requests", "httpx", "node", "raw"]
+WORKLOADS = ["tiny", "1mib", "post64k", "no_keepalive", "wait10k", "origins1k"]
+ORIGINS = 1000
+
+
+def free_port_block(count: int) -> int:
+    """A base port with ``count`` consecutive free ports on 127.0.0.1."""
+    for base in range(20000, 60000 - count, count + 7):
+        socks = []
+        try:
+            for offset in range(count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + offset))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block")
+
+
+def taskset(cpu: int, cmd: list) -> list:
+    return (["taskset", "-c", str(cpu)] + cmd) if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else cmd
+
+
+def start_nginx(workdir: str, port: int, origin_base: int) -> subprocess.Popen:
+    with open(os.path.join(workdir, "1mib"), "wb") as fh:
+        fh.write(os.urandom(1 << 20))
+    listens = "\n".join("listen 127.0.0.1:%d;" % (origin_base + i) for i in range(ORIGINS))
+    conf = """
+worker_processes 1;
+daemon off;
+pid %(d)s/nginx.pid;
+error_log %(d)s/error.log crit;
+events { worker_connections 20000; }
+worker_rlimit_nofile 30000;
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 60s;
+  client_body_temp_path %(d)s/body; proxy_temp_path %(d)s/proxy; fastcgi_temp_path %(d)s/fcgi;
+  uwsgi_temp_path %(d)s/uwsgi; scgi_temp_path %(d)s/scgi;
+  server {
+    listen 127.0.0.1:%(port)d;
+    %(listens)s
+    client_max_body_size 2m;
+    location = /tiny { return 200 "hello"; }
+    location = /post { return 200 "ok"; }
+    location = /1mib { root %(d)s; }
+  }
+}
+""" % {"d": workdir, "port": port, "listens": listens}
+    path = os.path.join(workdir, "nginx.conf")
+    with open(path, "w") as fh:
+        fh.write(conf)
+    proc = subprocess.Popen(taskset(1, ["nginx", "-c", path, "-p", workdir]), stderr=subprocess.PIPE)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("nginx did not start: %s" % proc.stderr.read().decode())
+
+
+def start_python_server(port_holder: list) -> subprocess.Popen:
+    code = (
+        "import sys\nfrom geventagent.testing import HttpTestServer, Response\n"
+        "big = b'x' * (1 << 20)\n"
+        "def h(req):\n    return Response(200, big if req.path == '/1mib' else b'hello', headers=[], )\n"
+        "s = HttpTestServer(h, hint=False, keep_requests=False).start()\nprint(s.port, flush=True)\n"
+        "import gevent.os\nwhile gevent.os.nb_read(sys.stdin.fileno(), 1024): pass\n"
+    )
+    proc = subprocess.Popen(taskset(1, [sys.executable, "-c", code]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    port_holder.append(int(proc.stdout.readline()))
+    return proc
+
+
+def run_one(client: str, workload: str, port: int, origin_base: int) -> dict:
+    if client == "node":
+        if not shutil.which("node"):
+            return {"skipped": "node not installed"}
+        cmd = ["node", os.path.join(HERE, "node_client.js"), workload, str(port), str(origin_base)]
+    else:
+        if client == "raw" and workload in ("wait10k", "origins1k"):
+            return {"skipped": "n/a"}
+        cmd = [sys.executable, os.path.join(HERE, "clients.py"), client, workload, str(port), str(origin_base)]
+    try:
+        proc = subprocess.run(taskset(0, cmd), capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, PYTHONPATH=ROOT))
+    except subprocess.TimeoutExpired:
+        return {"skipped": "timeout"}
+    lines = [line for line in proc.stdout.strip().splitlines() if line.startswith("{")]
+    if not lines:
+        return {"skipped": (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]}
+    result = json.loads(lines[-1])
+    seconds = result["seconds"] or 1e-9
+    result["req_s"] = result["requests"] / seconds
+    result["mb_s"] = result["bytes"] / seconds / 1e6
+    return result
+
+
+def idle_socket_heap(port: int) -> float:
+    code = """
+import tracemalloc, gevent, geventagent as ga
+N = 500
+agent = ga.Agent(keep_alive=True, max_free_sockets=N)
+def one(): agent.get("http://127.0.0.1:%d/tiny").read()
+gevent.joinall([gevent.spawn(one) for _ in range(N)])  # N connections
+gevent.joinall([gevent.spawn(one) for _ in range(N)])
+tracemalloc.start()
+before = tracemalloc.take_snapshot()
+agent2 = ga.Agent(keep_alive=True, max_free_sockets=N)
+gevent.joinall([gevent.spawn(lambda: agent2.get("http://127.0.0.1:%d/tiny").read()) for _ in range(N)])
+gevent.sleep(0.1)
+after = tracemalloc.take_snapshot()
+free = sum(len(v) for v in agent2.free_sockets.values())
+diff = sum(s.size_diff for s in after.compare_to(before, "filename"))
+print(diff / free)
+""" % (port, port)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        return float(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", default=",".join(CLIENTS))
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench-results"))
+    args = parser.parse_args()
+    clients = args.clients.split(",")
+    workloads = args.workloads.split(",")
+    os.makedirs(args.out, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="ga-bench-")
+    origin_base = free_port_block(ORIGINS + 1)
+    if shutil.which("nginx"):
+        port = origin_base + ORIGINS
+        server = start_nginx(workdir, port, origin_base)
+        server_name = "nginx"
+    else:
+        holder: list = []
+        server = start_python_server(holder)
+        port = holder[0]
+        origin_base = port
+        server_name = "geventagent.testing (nginx not installed)"
+        workloads = [w for w in workloads if w != "origins1k"]
+    results: dict = {}
+    try:
+        for workload in workloads:
+            for client in clients:
+                results.setdefault(workload, {})[client] = run_one(client, workload, port, origin_base)
+                row = results[workload][client]
+                if "skipped" in row:
+                    print("  %-12s %-17s skipped: %s" % (workload, client, row["skipped"]), flush=True)
+                else:
+                    print("  %-12s %-17s %9.0f req/s %8.1f MB/s  errors %d" % (
+                        workload, client, row["req_s"], row["mb_s"], row["errors"]), flush=True)
+        heap = idle_socket_heap(port) if "geventagent" in clients else float("nan")
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("\nserver: %s on CPU 1; each client in its own process on CPU 0; %s" % (server_name, os.uname().machine))
+    header = "%-13s %-17s %10s %9s %8s %9s" % ("workload", "client", "req/s", "MB/s", "ratio", "RSS MiB")
+    print(header)
+    print("-" * len(header))
+    for workload in workloads:
+        base = results[workload].get("geventagent", {})
+        for client in clients:
+            row = results[workload][client]
+            if "skipped" in row:
+                print("%-13s %-17s %10s" % (workload, client, "-"))
+                continue
+            ratio = row["req_s"] / base["req_s"] if base.get("req_s") else float("nan")
+            row["ratio_to_geventagent"] = ratio
+            print("%-13s %-17s %10.0f %9.1f %8.2f %9.1f" % (workload, client, row["req_s"], row["mb_s"], ratio,
+                                                           row["rss_mib"]))
+    checks = []
+
+    def ok(name: str, value: float, target: float) -> None:
+        checks.append({"target": name, "value": value, "needed": target, "met": value >= target})
+
+    ga_tiny = results.get("tiny", {}).get("geventagent", {}).get("req_s")
+
+    def get(w: str, c: str, key: str = "req_s") -> float:
+        return results.get(w, {}).get(c, {}).get(key, float("nan"))
+
+    if ga_tiny:
+        ok("tiny req/s vs geventhttpclient", ga_tiny / get("tiny", "geventhttpclient"), 1.8)
+        if "req_s" in results.get("tiny", {}).get("node", {}):
+            ok("tiny req/s vs node http.Agent", ga_tiny / get("tiny", "node"), 1.0)
+        ok("wait10k vs tiny (50 greenlets)", get("wait10k", "geventagent") / ga_tiny, 0.85)
+        if "origins1k" in results:
+            ok("origins1k vs tiny (1 origin)", get("origins1k", "geventagent") / ga_tiny, 0.85)
+    if "1mib" in results:
+        ok("1 MiB MB/s vs urllib3", get("1mib", "geventagent", "mb_s") / get("1mib", "urllib3", "mb_s"), 1.0)
+    checks.append({"target": "heap per idle pooled socket (bytes)", "value": heap, "needed": 4096,
+                   "met": heap <= 4096})
+    print("\ntargets:")
+    for check in checks:
+        print("  %-40s %8.2f (target %s %s)  %s" % (check["target"], check["value"],
+                                                  "<=" if "heap" in check["target"] else ">=",
+                                                  check["needed"], "met" if check["met"] else "NOT MET"))
+    with open(os.path.join(args.out, "bench.json"), "w") as fh:
+        json.dump({"server": server_name, "results": results, "targets": checks}, fh, indent=2)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(workloads), figsize=(4 * len(workloads), 4))
+        for ax, workload in zip(axes if len(workloads) > 1 else [axes], workloads):
+            names = [c for c in clients if "req_s" in results[workload][c]]
+            ax.bar(names, [results[workload][c]["req_s"] for c in names],
+                   color=["tab:green" if c == "geventagent" else "tab:gray" for c in names])
+            ax.set_title(workload)
+            ax.set_ylabel("req/s")
+            ax.tick_params(axis="x", rotation=60)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "bench.png"), dpi=80)
+        print("wrote %s/bench.json and bench.png" % args.out)
+    except ImportError:
+        print("wrote %s/bench.json (matplotlib missing: no chart)" % args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

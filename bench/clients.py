@@ -1,0 +1,195 @@
+"""One client x one workload, in its own process (``python bench/clients.py CLIENT WORKLOAD PORT
+[ORIGIN_PORTS]``). Prints one JSON line: requests, bytes, seconds, errors, peak RSS.
+
+Python peers that need it are monkey-patched first (gevent), as their users run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+CLIENT, WORKLOAD, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ORIGIN_BASE = int(sys.argv[4]) if len(sys.argv) > 4 else PORT
+
+if CLIENT in ("urllib3", "requests", "httpx"):
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import gevent  # noqa: E402
+from gevent.pool import Pool  # noqa: E402
+
+# workload: (path, method, body, greenlets, requests, connections per origin, origins, keep-alive)
+WORKLOADS = {
+    "tiny": ("/tiny", "GET", None, 50, 20000, 10, 1, True),
+    "1mib": ("/1mib", "GET", None, 10, 400, 10, 1, True),
+    "post64k": ("/post", "POST", b"p" * 65536, 50, 4000, 10, 1, True),
+    "no_keepalive": ("/tiny", "GET", None, 10, 3000, 10, 1, False),
+    "wait10k": ("/tiny", "GET", None, 10000, 20000, 10, 1, True),
+    "origins1k": ("/tiny", "GET", None, 50, 20000, 10, 1000, True),
+}
+PATH, METHOD, BODY, GREENLETS, REQUESTS, CONNS, ORIGINS, KEEP_ALIVE = WORKLOADS[WORKLOAD]
+
+
+def url_for(i: int) -> str:
+    port = PORT if ORIGINS == 1 else ORIGIN_BASE + (i % ORIGINS)
+    return "http://127.0.0.1:%d%s" % (port, PATH)
+
+
+def make_geventagent():
+    import geventagent as ga
+
+    agent = ga.Agent(keep_alive=KEEP_ALIVE, max_sockets=CONNS, max_free_sockets=CONNS)
+    headers = None if KEEP_ALIVE else {"Connection": "close"}
+
+    def fetch(url):
+        res = ga.request(METHOD, url, body=BODY, agent=agent, headers=headers)
+        return len(res.read())
+
+    return fetch
+
+
+def make_geventhttpclient():
+    from geventhttpclient import HTTPClient
+    from geventhttpclient.url import URL
+
+    clients = {}
+    headers = {} if KEEP_ALIVE else {"Connection": "close"}
+
+    def fetch(url):
+        u = URL(url)
+        client = clients.get(u.port)
+        if client is None:
+            client = clients[u.port] = HTTPClient(u.host, u.port, concurrency=CONNS, connection_timeout=30,
+                                                  network_timeout=30)
+        res = client.request(METHOD, u.request_uri, body=BODY, headers=headers)
+        data = res.read()
+        res.release()
+        return len(data)
+
+    return fetch
+
+
+def make_urllib3():
+    import urllib3
+
+    pool = urllib3.PoolManager(maxsize=CONNS, block=True, num_pools=max(ORIGINS, 10))
+    headers = None if KEEP_ALIVE else {"Connection": "close"}
+
+    def fetch(url):
+        return len(pool.request(METHOD, url, body=BODY, headers=headers).data)
+
+    return fetch
+
+
+def make_requests():
+    import requests
+
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=max(ORIGINS, 10), pool_maxsize=CONNS, pool_block=True)
+    session.mount("http://", adapter)
+    headers = None if KEEP_ALIVE else {"Connection": "close"}
+
+    def fetch(url):
+        return len(session.request(METHOD, url, data=BODY, headers=headers).content)
+
+    return fetch
+
+
+def make_httpx():
+    import httpx
+
+    client = httpx.Client(limits=httpx.Limits(max_connections=CONNS * ORIGINS, max_keepalive_connections=CONNS * ORIGINS),
+                          timeout=30)
+    headers = None if KEEP_ALIVE else {"Connection": "close"}
+
+    def fetch(url):
+        return len(client.request(METHOD, url, content=BODY, headers=headers).content)
+
+    return fetch
+
+
+def make_raw():
+    """The floor: one greenlet per connection writes a fixed request and reads a fixed-size response."""
+    raise NotImplementedError  # handled by run_raw
+
+
+def run_raw() -> dict:
+    from gevent import socket
+
+    head = ("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s" % (METHOD, PATH, "Content-Length: %d\r\n" % len(BODY) if BODY else "")).encode()
+    request = head + (b"Connection: keep-alive\r\n\r\n" if KEEP_ALIVE else b"Connection: close\r\n\r\n") + (BODY or b"")
+    probe = socket.create_connection(("127.0.0.1", PORT))
+    probe.sendall(request)
+    first = b""
+    while b"\r\n\r\n" not in first:
+        first += probe.recv(65536)
+    head_end = first.index(b"\r\n\r\n") + 4
+    length = int([line.split(b":")[1] for line in first[:head_end].split(b"\r\n") if line.lower().startswith(b"content-length")][0])
+    expected = head_end + length
+    probe.close()
+    done = [0, 0]
+    per = REQUESTS // CONNS
+
+    def conn_loop():
+        sock = socket.create_connection(("127.0.0.1", PORT))
+        for _ in range(per):
+            if not KEEP_ALIVE:
+                sock = socket.create_connection(("127.0.0.1", PORT))
+            sock.sendall(request)
+            got = 0
+            while got < expected:
+                chunk = sock.recv(262144)
+                if not chunk:
+                    break
+                got += len(chunk)
+            done[0] += 1
+            done[1] += got - head_end
+            if not KEEP_ALIVE:
+                sock.close()
+        sock.close()
+
+    start = time.perf_counter()
+    gevent.joinall([gevent.spawn(conn_loop) for _ in range(CONNS)])
+    return {"requests": done[0], "bytes": done[1], "seconds": time.perf_counter() - start, "errors": 0}
+
+
+def run(fetch) -> dict:
+    counters = {"requests": 0, "bytes": 0, "errors": 0}
+    per = REQUESTS // GREENLETS
+
+    def worker(g):
+        for i in range(max(per, 1)):
+            try:
+                counters["bytes"] += fetch(url_for(g * 7919 + i))
+                counters["requests"] += 1
+            except Exception:  # noqa: BLE001
+                counters["errors"] += 1
+
+    for g in range(min(GREENLETS, 50)):  # warm-up: connections open, code paths hot
+        fetch(url_for(g))
+    start = time.perf_counter()
+    pool = Pool()
+    for g in range(GREENLETS):
+        pool.spawn(worker, g)
+    pool.join()
+    counters["seconds"] = time.perf_counter() - start
+    return counters
+
+
+def main() -> None:
+    if CLIENT == "raw":
+        result = run_raw()
+    else:
+        result = run(globals()["make_" + CLIENT]())
+    result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
