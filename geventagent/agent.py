@@ -402,65 +402,17 @@ class Agent(EventEmitter):
         return Socket(options)
 
     def _install_listeners(self, socket: Socket, name: str, options: Dict[str, Any]) -> None:
+        """Node's ``installListeners`` (§4.4): the agent's own ``'free'``, ``'close'``, ``'error'``,
+        ``'timeout'`` and ``'agentRemove'`` listeners, installed before any request's."""
         socket._agent = self
         socket._agent_name = name
         socket._agent_options = options
-        agent = self
-
-        def onfree() -> None:
-            agent.emit("free", socket, options)
-
-        def onclose(had_error: bool = False) -> None:
-            agent.total_socket_count -= 1
-            counters = agent.counters
-            counters["sockets_closed"] += 1
-            if had_error:
-                counters["socket_errors"] += 1
-            reason = socket.close_reason or ("error" if had_error else "closed")
-            if reason == "connect_error":
-                counters["create_errors"] += 1
-            socket.close_reason = reason
-            agent.close_reasons[reason] = agent.close_reasons.get(reason, 0) + 1
-            agent.remove_socket(socket, options)
-
-        def ontimeout() -> None:
-            free = agent.free_sockets.get(name)
-            if free is not None and socket in free:
-                agent.counters["timeouts"] += 1
-                socket.close_reason = getattr(socket, "_free_reason", "idle_timeout")
-                socket.destroy()
-
-        def onremove() -> None:
-            agent.total_socket_count -= 1
-            free = agent.free_sockets.get(name)
-            if free is not None and socket in free:
-                free.remove(socket)
-                if not free:
-                    del agent.free_sockets[name]
-                socket._stop_idle_timer()
-                socket._unwatch_idle()
-            socket.close_reason = socket.close_reason or "agent_remove"
-            agent.close_reasons[socket.close_reason] = agent.close_reasons.get(socket.close_reason, 0) + 1
-            agent.remove_socket(socket, options)
-            socket.remove_listener("close", onclose)
-            socket.remove_listener("free", onfree)
-            socket.remove_listener("agentRemove", onremove)
-            socket.remove_listener("timeout", ontimeout)
-            socket.remove_listener("error", onerror)
-            socket._agent = None
-
-        def onerror(exc: Any = None) -> None:
-            # Node's freeSocketErrorListener: an error on an idle socket drops it from the pool.
-            free = agent.free_sockets.get(name)
-            if free is not None and socket in free:
-                socket.close_reason = "error"
-                socket.destroy()
-
-        socket.on("free", onfree)
-        socket.on("close", onclose)
-        socket.on("error", onerror)
-        socket.on("timeout", ontimeout)
-        socket.on("agentRemove", onremove)
+        hooks = _SocketHooks(self, socket, name, options)
+        socket.on("free", hooks.onfree)
+        socket.on("close", hooks.onclose)
+        socket.on("error", hooks.onerror)
+        socket.on("timeout", hooks.ontimeout)
+        socket.on("agentRemove", hooks.onremove)
 
     # -- the 'free' handler (§4.7) -----------------------------------------------------------------
     def _on_free(self, socket: Socket, options: Dict[str, Any]) -> None:
@@ -711,3 +663,68 @@ class Agent(EventEmitter):
         from .client import request
 
         return request("GET", url, agent=self, **kw)
+
+
+class _SocketHooks:
+    """The agent's listeners on one socket (one small object rather than five closures: an idle
+    pooled socket should cost little memory)."""
+
+    __slots__ = ("agent", "socket", "name", "options")
+
+    def __init__(self, agent: Agent, socket: Socket, name: str, options: Dict[str, Any]) -> None:
+        self.agent = agent
+        self.socket = socket
+        self.name = name
+        self.options = options
+
+    def _is_free(self) -> bool:
+        free = self.agent.free_sockets.get(self.name)
+        return free is not None and self.socket in free
+
+    def onfree(self) -> None:
+        self.agent.emit("free", self.socket, self.options)
+
+    def onclose(self, had_error: bool = False) -> None:
+        agent, socket = self.agent, self.socket
+        agent.total_socket_count -= 1
+        counters = agent.counters
+        counters["sockets_closed"] += 1
+        if had_error:
+            counters["socket_errors"] += 1
+        reason = socket.close_reason or ("error" if had_error else "closed")
+        if reason == "connect_error":
+            counters["create_errors"] += 1
+        socket.close_reason = reason
+        agent.close_reasons[reason] = agent.close_reasons.get(reason, 0) + 1
+        agent.remove_socket(socket, self.options)
+
+    def ontimeout(self) -> None:
+        if self._is_free():
+            self.agent.counters["timeouts"] += 1
+            self.socket.close_reason = self.socket._free_reason
+            self.socket.destroy()
+
+    def onerror(self, exc: Any = None) -> None:
+        # Node's freeSocketErrorListener: an error on an idle socket drops it from the pool.
+        if self._is_free():
+            self.socket.close_reason = "error"
+            self.socket.destroy()
+
+    def onremove(self) -> None:
+        agent, socket, name = self.agent, self.socket, self.name
+        agent.total_socket_count -= 1
+        if self._is_free():
+            free = agent.free_sockets[name]
+            free.remove(socket)
+            if not free:
+                del agent.free_sockets[name]
+            socket._stop_idle_timer()
+            socket._unwatch_idle()
+        socket.close_reason = socket.close_reason or "agent_remove"
+        agent.close_reasons[socket.close_reason] = agent.close_reasons.get(socket.close_reason, 0) + 1
+        agent.remove_socket(socket, self.options)
+        for event in ("close", "free", "agentRemove", "timeout", "error"):
+            for handler in socket.raw_listeners(event):
+                if getattr(handler, "__self__", None) is self:
+                    socket.remove_listener(event, handler)
+        socket._agent = None

@@ -74,7 +74,21 @@ class Socket(EventEmitter):
         requests (int: requests it carried), created_at (``time.monotonic()`` seconds).
     """
 
+    # Slots keep an idle pooled socket small (a __dict__ is still created if user code sets
+    # attributes of its own on a socket).
+    __slots__ = (
+        "_events", "_max_listeners", "_warned", "options", "_sock", "connected", "connecting", "destroyed",
+        "timeout", "bytes_read", "bytes_written", "requests", "close_reason", "created_at", "freed_at",
+        "generation", "_refed", "_timer", "_timer_after", "_watcher", "_raw", "_http_message", "_agent",
+        "_agent_name", "_agent_options", "_peer", "_local", "_free_timeout", "_free_reason",
+    )
+
     def __init__(self, options: Optional[Dict[str, Any]] = None, sock: Any = None) -> None:
+        self._events = None
+        self._max_listeners = None
+        self._warned = None
+        self._free_timeout = float("inf")
+        self._free_reason = "idle_timeout"
         self.options: Dict[str, Any] = options if options is not None else {}
         self._sock = sock
         self.connected = sock is not None

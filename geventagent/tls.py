@@ -150,6 +150,8 @@ class TlsSocket(Socket):
     """A :class:`Socket` that performs a TLS handshake after connecting, resuming the agent's cached
     session for its origin when there is one."""
 
+    __slots__ = ("_https_agent", "session_reused")
+
     def __init__(self, options: Dict[str, Any], agent: Any) -> None:
         super().__init__(options)
         self._https_agent = agent
