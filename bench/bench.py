@@ -49,8 +49,10 @@ def taskset(cpu: int, cmd: list) -> list:
 
 
 def start_nginx(workdir: str, port: int, origin_base: int) -> subprocess.Popen:
+    os.chmod(workdir, 0o755)  # nginx workers run unprivileged
     with open(os.path.join(workdir, "1mib"), "wb") as fh:
         fh.write(os.urandom(1 << 20))
+    os.chmod(os.path.join(workdir, "1mib"), 0o644)
     listens = "\n".join("listen 127.0.0.1:%d;" % (origin_base + i) for i in range(ORIGINS))
     conf = """
 worker_processes 1;

@@ -47,7 +47,10 @@ def make_geventagent():
 
     def fetch(url):
         res = ga.request(METHOD, url, body=BODY, agent=agent, headers=headers)
-        return len(res.read())
+        data = res.read()
+        if res.status_code != 200:
+            raise ValueError(res.status_code)
+        return len(data)
 
     return fetch
 
@@ -68,6 +71,8 @@ def make_geventhttpclient():
         res = client.request(METHOD, u.request_uri, body=BODY, headers=headers)
         data = res.read()
         res.release()
+        if res.status_code != 200:
+            raise ValueError(res.status_code)
         return len(data)
 
     return fetch
@@ -80,7 +85,10 @@ def make_urllib3():
     headers = None if KEEP_ALIVE else {"Connection": "close"}
 
     def fetch(url):
-        return len(pool.request(METHOD, url, body=BODY, headers=headers).data)
+        res = pool.request(METHOD, url, body=BODY, headers=headers)
+        if res.status != 200:
+            raise ValueError(res.status)
+        return len(res.data)
 
     return fetch
 
@@ -94,7 +102,10 @@ def make_requests():
     headers = None if KEEP_ALIVE else {"Connection": "close"}
 
     def fetch(url):
-        return len(session.request(METHOD, url, data=BODY, headers=headers).content)
+        res = session.request(METHOD, url, data=BODY, headers=headers)
+        if res.status_code != 200:
+            raise ValueError(res.status_code)
+        return len(res.content)
 
     return fetch
 
@@ -107,7 +118,10 @@ def make_httpx():
     headers = None if KEEP_ALIVE else {"Connection": "close"}
 
     def fetch(url):
-        return len(client.request(METHOD, url, content=BODY, headers=headers).content)
+        res = client.request(METHOD, url, content=BODY, headers=headers)
+        if res.status_code != 200:
+            raise ValueError(res.status_code)
+        return len(res.content)
 
     return fetch
 

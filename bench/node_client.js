@@ -18,7 +18,7 @@ function fetch(i, cb) {
   if (body) headers['Content-Length'] = body.length;
   const req = http.request({host: '127.0.0.1', port: p, path, method, agent, headers}, (res) => {
     res.on('data', (c) => { bytes += c.length; });
-    res.on('end', () => { done++; cb(); });
+    res.on('end', () => { if (res.statusCode === 200) done++; else errors++; cb(); });
   });
   req.on('error', () => { errors++; cb(); });
   req.end(body || undefined);
