@@ -27,6 +27,15 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
+# Throughput side by side (geventagent, geventhttpclient, urllib3, requests, httpx, node, raw floor),
+# client pinned to CPU 0 and nginx (Debian's package, installed when possible) to CPU 1.
+bench: $(BENCH_STAMP)
+	@command -v nginx >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get install -y -qq nginx-light >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && \
+		 apt-get install -y -qq nginx-light >/dev/null 2>&1)) || echo "nginx not installed: using the Python server"; }
+	mkdir -p bench-results
+	$(BIN)/python bench/bench.py --out bench-results
+
 # The keep-alive race: failed requests per client, side by side (geventagent must lose none).
 bench-race: $(BENCH_STAMP)
 	mkdir -p bench-results

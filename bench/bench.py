@@ -45,7 +45,11 @@ def free_port_block(count: int) -> int:
 
 
 def taskset(cpu: int, cmd: list) -> list:
-    return (["taskset", "-c", str(cpu)] + cmd) if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else cmd
+    return (
+        (["taskset", "-c", str(cpu)] + cmd)
+        if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
+        else cmd
+    )
 
 
 def start_nginx(workdir: str, port: int, origin_base: int) -> subprocess.Popen:
@@ -98,8 +102,13 @@ def start_python_server(port_holder: list) -> subprocess.Popen:
         "s = HttpTestServer(h, hint=False, keep_requests=False).start()\nprint(s.port, flush=True)\n"
         "import gevent.os\nwhile gevent.os.nb_read(sys.stdin.fileno(), 1024): pass\n"
     )
-    proc = subprocess.Popen(taskset(1, [sys.executable, "-c", code]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    proc = subprocess.Popen(
+        taskset(1, [sys.executable, "-c", code]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
     port_holder.append(int(proc.stdout.readline()))
     return proc
 
@@ -114,8 +123,9 @@ def run_one(client: str, workload: str, port: int, origin_base: int) -> dict:
             return {"skipped": "n/a"}
         cmd = [sys.executable, os.path.join(HERE, "clients.py"), client, workload, str(port), str(origin_base)]
     try:
-        proc = subprocess.run(taskset(0, cmd), capture_output=True, text=True, timeout=300,
-                              env=dict(os.environ, PYTHONPATH=ROOT))
+        proc = subprocess.run(
+            taskset(0, cmd), capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT)
+        )
     except subprocess.TimeoutExpired:
         return {"skipped": "timeout"}
     lines = [line for line in proc.stdout.strip().splitlines() if line.startswith("{")]
@@ -149,8 +159,9 @@ free = sum(len(v) for v in agent2.free_sockets.values())
 diff = sum(s.size_diff for s in after.compare_to(before, "filename"))
 print(diff / free)
 """ % (port, port)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, PYTHONPATH=ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT)
+    )
     try:
         return float(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -188,8 +199,11 @@ def main() -> int:
                 if "skipped" in row:
                     print("  %-12s %-17s skipped: %s" % (workload, client, row["skipped"]), flush=True)
                 else:
-                    print("  %-12s %-17s %9.0f req/s %8.1f MB/s  errors %d" % (
-                        workload, client, row["req_s"], row["mb_s"], row["errors"]), flush=True)
+                    print(
+                        "  %-12s %-17s %9.0f req/s %8.1f MB/s  errors %d"
+                        % (workload, client, row["req_s"], row["mb_s"], row["errors"]),
+                        flush=True,
+                    )
         heap = idle_socket_heap(port) if "geventagent" in clients else float("nan")
     finally:
         server.terminate()
@@ -211,8 +225,10 @@ def main() -> int:
                 continue
             ratio = row["req_s"] / base["req_s"] if base.get("req_s") else float("nan")
             row["ratio_to_geventagent"] = ratio
-            print("%-13s %-17s %10.0f %9.1f %8.2f %9.1f" % (workload, client, row["req_s"], row["mb_s"], ratio,
-                                                           row["rss_mib"]))
+            print(
+                "%-13s %-17s %10.0f %9.1f %8.2f %9.1f"
+                % (workload, client, row["req_s"], row["mb_s"], ratio, row["rss_mib"])
+            )
     checks = []
 
     def ok(name: str, value: float, target: float) -> None:
@@ -232,13 +248,19 @@ def main() -> int:
             ok("origins1k vs tiny (1 origin)", get("origins1k", "geventagent") / ga_tiny, 0.85)
     if "1mib" in results:
         ok("1 MiB MB/s vs urllib3", get("1mib", "geventagent", "mb_s") / get("1mib", "urllib3", "mb_s"), 1.0)
-    checks.append({"target": "heap per idle pooled socket (bytes)", "value": heap, "needed": 4096,
-                   "met": heap <= 4096})
+    checks.append({"target": "heap per idle pooled socket (bytes)", "value": heap, "needed": 4096, "met": heap <= 4096})
     print("\ntargets:")
     for check in checks:
-        print("  %-40s %8.2f (target %s %s)  %s" % (check["target"], check["value"],
-                                                  "<=" if "heap" in check["target"] else ">=",
-                                                  check["needed"], "met" if check["met"] else "NOT MET"))
+        print(
+            "  %-40s %8.2f (target %s %s)  %s"
+            % (
+                check["target"],
+                check["value"],
+                "<=" if "heap" in check["target"] else ">=",
+                check["needed"],
+                "met" if check["met"] else "NOT MET",
+            )
+        )
     with open(os.path.join(args.out, "bench.json"), "w") as fh:
         json.dump({"server": server_name, "results": results, "targets": checks}, fh, indent=2)
     try:
@@ -250,8 +272,11 @@ def main() -> int:
         fig, axes = plt.subplots(1, len(workloads), figsize=(4 * len(workloads), 4))
         for ax, workload in zip(axes if len(workloads) > 1 else [axes], workloads):
             names = [c for c in clients if "req_s" in results[workload][c]]
-            ax.bar(names, [results[workload][c]["req_s"] for c in names],
-                   color=["tab:green" if c == "geventagent" else "tab:gray" for c in names])
+            ax.bar(
+                names,
+                [results[workload][c]["req_s"] for c in names],
+                color=["tab:green" if c == "geventagent" else "tab:gray" for c in names],
+            )
             ax.set_title(workload)
             ax.set_ylabel("req/s")
             ax.tick_params(axis="x", rotation=60)

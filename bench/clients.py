@@ -25,7 +25,7 @@ from gevent.pool import Pool  # noqa: E402
 # workload: (path, method, body, greenlets, requests, connections per origin, origins, keep-alive)
 WORKLOADS = {
     "tiny": ("/tiny", "GET", None, 50, 20000, 10, 1, True),
-    "1mib": ("/1mib", "GET", None, 10, 400, 10, 1, True),
+    "1mib": ("/1mib", "GET", None, 10, 2000, 10, 1, True),
     "post64k": ("/post", "POST", b"p" * 65536, 50, 4000, 10, 1, True),
     "no_keepalive": ("/tiny", "GET", None, 10, 3000, 10, 1, False),
     "wait10k": ("/tiny", "GET", None, 10000, 20000, 10, 1, True),
@@ -66,8 +66,9 @@ def make_geventhttpclient():
         u = URL(url)
         client = clients.get(u.port)
         if client is None:
-            client = clients[u.port] = HTTPClient(u.host, u.port, concurrency=CONNS, connection_timeout=30,
-                                                  network_timeout=30)
+            client = clients[u.port] = HTTPClient(
+                u.host, u.port, concurrency=CONNS, connection_timeout=30, network_timeout=30
+            )
         res = client.request(METHOD, u.request_uri, body=BODY, headers=headers)
         data = res.read()
         res.release()
@@ -113,8 +114,9 @@ def make_requests():
 def make_httpx():
     import httpx
 
-    client = httpx.Client(limits=httpx.Limits(max_connections=CONNS * ORIGINS, max_keepalive_connections=CONNS * ORIGINS),
-                          timeout=30)
+    client = httpx.Client(
+        limits=httpx.Limits(max_connections=CONNS * ORIGINS, max_keepalive_connections=CONNS * ORIGINS), timeout=30
+    )
     headers = None if KEEP_ALIVE else {"Connection": "close"}
 
     def fetch(url):
@@ -134,7 +136,9 @@ def make_raw():
 def run_raw() -> dict:
     from gevent import socket
 
-    head = ("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s" % (METHOD, PATH, "Content-Length: %d\r\n" % len(BODY) if BODY else "")).encode()
+    head = (
+        "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s" % (METHOD, PATH, "Content-Length: %d\r\n" % len(BODY) if BODY else "")
+    ).encode()
     request = head + (b"Connection: keep-alive\r\n\r\n" if KEEP_ALIVE else b"Connection: close\r\n\r\n") + (BODY or b"")
     probe = socket.create_connection(("127.0.0.1", PORT))
     probe.sendall(request)
@@ -142,7 +146,11 @@ def run_raw() -> dict:
     while b"\r\n\r\n" not in first:
         first += probe.recv(65536)
     head_end = first.index(b"\r\n\r\n") + 4
-    length = int([line.split(b":")[1] for line in first[:head_end].split(b"\r\n") if line.lower().startswith(b"content-length")][0])
+    length = int(
+        [line.split(b":")[1] for line in first[:head_end].split(b"\r\n") if line.lower().startswith(b"content-length")][
+            0
+        ]
+    )
     expected = head_end + length
     probe.close()
     done = [0, 0]
@@ -178,7 +186,8 @@ def run(fetch) -> dict:
     def worker(g):
         for i in range(max(per, 1)):
             try:
-                counters["bytes"] += fetch(url_for(g * 7919 + i))
+                size = fetch(url_for(g * 7919 + i))  # not `counters[...] += fetch()`: fetch switches
+                counters["bytes"] += size
                 counters["requests"] += 1
             except Exception:  # noqa: BLE001
                 counters["errors"] += 1

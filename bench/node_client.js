@@ -3,7 +3,7 @@ const http = require('http');
 const [workload, port, originBase] = [process.argv[2], +process.argv[3], +(process.argv[4] || process.argv[3])];
 const W = {
   tiny: ['/tiny', 'GET', null, 50, 20000, 10, 1, true],
-  '1mib': ['/1mib', 'GET', null, 10, 400, 10, 1, true],
+  '1mib': ['/1mib', 'GET', null, 10, 2000, 10, 1, true],
   post64k: ['/post', 'POST', Buffer.alloc(65536, 'p'), 50, 4000, 10, 1, true],
   no_keepalive: ['/tiny', 'GET', null, 10, 3000, 10, 1, false],
   wait10k: ['/tiny', 'GET', null, 10000, 20000, 10, 1, true],

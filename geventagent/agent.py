@@ -255,17 +255,7 @@ class Agent(EventEmitter):
         """In a fork child: close inherited sockets (fd only, never written to) and start clean."""
         for group in list(self.free_sockets.values()) + list(self.sockets.values()):
             for sock in list(group):
-                sock.destroyed = True
-                sock.close_reason = "fork"
-                timer, sock._timer = sock._timer, None
-                if timer is not None:
-                    timer.close()
-                raw = sock._sock
-                if raw is not None:
-                    try:
-                        raw.close()
-                    except OSError:
-                        pass
+                sock._close_quietly("fork")
         self.free_sockets.clear()
         self.sockets.clear()
         self.requests.clear()
@@ -461,7 +451,7 @@ class Agent(EventEmitter):
             return
         socket.freed_at = time.monotonic()
         socket._start_idle_timer(getattr(socket, "_free_timeout", self.free_socket_timeout))
-        socket._watch_idle()
+        socket._watch_idle_soon()
         free.append(socket)
 
     def _older_waiter_elsewhere(self, name: str, seq: float) -> bool:

@@ -43,8 +43,19 @@ __all__ = ["ClientRequest", "request", "get"]
 _INVALID_PATH = re.compile(r"[^\u0021-\u00ff]")
 _INVALID_HOST = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 _NOT_CONNECT_OPTIONS = frozenset(
-    ("headers", "method", "path", "agent", "auth", "hostname", "protocol", "set_host", "default_port",
-     "max_header_size", "retry")
+    (
+        "headers",
+        "method",
+        "path",
+        "agent",
+        "auth",
+        "hostname",
+        "protocol",
+        "set_host",
+        "default_port",
+        "max_header_size",
+        "retry",
+    )
 )
 _METHODS: Dict[str, str] = {}
 _UNSET = object()
@@ -265,6 +276,7 @@ class ClientRequest(EventEmitter):
 
         retry = opts.get("retry", _UNSET)
         self.retry = getattr(agent, "retry", "idempotent") if retry is _UNSET else validate_retry(retry)
+
     def __repr__(self) -> str:
         return "<ClientRequest %s %s%s>" % (self.method, self.host, self.path)
 

@@ -54,6 +54,8 @@ def _is_ip(host: str) -> int:
         return 0
 
 
+#: Seconds a free socket stays idle before its read watcher starts (see ``_watch_idle_soon``).
+WATCH_GRACE = 0.02
 _PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
 _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
 
@@ -77,10 +79,36 @@ class Socket(EventEmitter):
     # Slots keep an idle pooled socket small (a __dict__ is still created if user code sets
     # attributes of its own on a socket).
     __slots__ = (
-        "_events", "_max_listeners", "_warned", "options", "_sock", "connected", "connecting", "destroyed",
-        "timeout", "bytes_read", "bytes_written", "requests", "close_reason", "created_at", "freed_at",
-        "generation", "_refed", "_timer", "_timer_after", "_watcher", "_raw", "_http_message", "_agent",
-        "_agent_name", "_agent_options", "_peer", "_local", "_free_timeout", "_free_reason",
+        "_events",
+        "_max_listeners",
+        "_warned",
+        "options",
+        "_sock",
+        "connected",
+        "connecting",
+        "destroyed",
+        "timeout",
+        "bytes_read",
+        "bytes_written",
+        "requests",
+        "close_reason",
+        "created_at",
+        "freed_at",
+        "generation",
+        "_refed",
+        "_timer",
+        "_timer_after",
+        "_watcher",
+        "_raw",
+        "_http_message",
+        "_agent",
+        "_agent_name",
+        "_agent_options",
+        "_peer",
+        "_local",
+        "_free_timeout",
+        "_free_reason",
+        "_grace",
     )
 
     def __init__(self, options: Optional[Dict[str, Any]] = None, sock: Any = None) -> None:
@@ -106,6 +134,7 @@ class Socket(EventEmitter):
         self._timer: Any = None
         self._timer_after = -1.0
         self._watcher: Any = None
+        self._grace: Any = None
         self._raw: Any = None  # the C socket of a plain (non-TLS) gevent socket, for fast writes
         self._http_message: Any = None
         self._agent: Any = None
@@ -391,7 +420,24 @@ class Socket(EventEmitter):
             watcher = self._watcher = gevent.get_hub().loop.io(sock.fileno(), 1, ref=False)
         watcher.start(self._on_idle_readable)
 
+    def _watch_idle_soon(self) -> None:
+        """Start the idle read watcher after ``WATCH_GRACE`` seconds of idleness: a busy socket,
+        pooled and reused many times a second, then never pays for epoll changes (the peek before
+        reuse still catches a socket that died in between)."""
+        grace = self._grace
+        if grace is None:
+            grace = self._grace = gevent.get_hub().loop.timer(WATCH_GRACE, WATCH_GRACE, ref=False)
+        grace.again(self._on_grace, update=False)
+
+    def _on_grace(self) -> None:
+        self._grace.stop()
+        if not self.destroyed:
+            self._watch_idle()
+
     def _unwatch_idle(self) -> None:
+        grace = self._grace
+        if grace is not None:
+            grace.stop()
         watcher = self._watcher
         if watcher is not None:
             watcher.stop()
@@ -423,6 +469,10 @@ class Socket(EventEmitter):
         if watcher is not None:
             watcher.close()
             self._watcher = None
+        grace = self._grace
+        if grace is not None:
+            grace.close()
+            self._grace = None
         sock = self._sock
         self._raw = None
         if sock is not None:
@@ -435,6 +485,22 @@ class Socket(EventEmitter):
         self.emit("close", exc is not None)
 
     close = destroy
+
+    def _close_quietly(self, reason: str) -> None:
+        """Close the fd and watchers without events or writes (an inherited socket after fork)."""
+        self.destroyed = True
+        self.close_reason = reason
+        for name in ("_timer", "_watcher", "_grace"):
+            watcher = getattr(self, name)
+            setattr(self, name, None)
+            if watcher is not None:
+                watcher.close()
+        sock, self._sock, self._raw = self._sock, None, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
     def __enter__(self) -> "Socket":
         return self
