@@ -135,6 +135,7 @@ class Socket(EventEmitter):
         self._timer_after = -1.0
         self._watcher: Any = None
         self._grace: Any = None
+        self._keep_alive_state: Any = None
         self._raw: Any = None  # the C socket of a plain (non-TLS) gevent socket, for fast writes
         self._http_message: Any = None
         self._agent: Any = None
@@ -334,8 +335,10 @@ class Socket(EventEmitter):
     def set_keep_alive(self, enable: bool = False, initial_delay: float = 0.0) -> "Socket":
         """Turn TCP keep-alive on or off; ``initial_delay`` in seconds (Node's ``setKeepAlive``)."""
         sock = self._sock
-        if sock is None or self.destroyed or sock.family == _stdsocket.AF_UNIX:
-            return self
+        state = (enable, initial_delay)
+        if sock is None or self.destroyed or self._keep_alive_state == state or sock.family == _stdsocket.AF_UNIX:
+            return self  # unchanged: no system call (the agent asks on every pooling, as Node does)
+        self._keep_alive_state = state
         try:
             sock.setsockopt(_stdsocket.SOL_SOCKET, _stdsocket.SO_KEEPALIVE, 1 if enable else 0)
             if enable and initial_delay and hasattr(_stdsocket, "TCP_KEEPIDLE"):
