@@ -99,8 +99,8 @@ def start_python_server(port_holder: list) -> subprocess.Popen:
         "import sys\nfrom geventagent.testing import HttpTestServer, Response\n"
         "big = b'x' * (1 << 20)\n"
         "def h(req):\n    return Response(200, big if req.path == '/1mib' else b'hello', headers=[], )\n"
-        "s = HttpTestServer(h, hint=False, keep_requests=False).start()\nprint(s.port, flush=True)\n"
-        "import gevent.os\nwhile gevent.os.nb_read(sys.stdin.fileno(), 1024): pass\n"
+        "from geventagent.testing import serve_until_stdin_closes\n"
+        "serve_until_stdin_closes(HttpTestServer(h, hint=False, keep_requests=False))\n"
     )
     proc = subprocess.Popen(
         taskset(1, [sys.executable, "-c", code]),

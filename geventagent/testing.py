@@ -468,7 +468,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     127.0.0.1:0, print the port, stop when stdin closes. ``GET /__stats`` returns the connection
     counts as JSON; ``GET /__reset`` zeroes them."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m geventagent.testing")
     parser.add_argument("keep_alive_timeout", nargs="?", type=float, default=5.0)
@@ -476,10 +475,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     server = HttpTestServer(keep_alive_timeout=args.keep_alive_timeout, hint=not args.no_hint, keep_requests=False)
     server.handler = _stats_handler(server)
-    server.start()
-    print(server.port, flush=True)
+    serve_until_stdin_closes(server)
+
+
+def serve_until_stdin_closes(server: HttpTestServer) -> None:
+    """Start ``server``, print its port on stdout, and serve until standard input is closed (how
+    tests, benchmarks and load tests run a server in a child process that cannot outlive them)."""
+    import sys
+
     from gevent.os import make_nonblocking, nb_read
 
+    server.start()
+    print(server.port, flush=True)
     make_nonblocking(sys.stdin.fileno())
     while nb_read(sys.stdin.fileno(), 1024):
         pass

@@ -10,13 +10,12 @@ requests, plus the reports workers posted to ``/__report``.
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any, Dict
 from urllib.parse import parse_qs, urlsplit
 
 import gevent
 
-from geventagent.testing import HttpTestServer, Response
+from geventagent.testing import HttpTestServer, Response, serve_until_stdin_closes
 
 
 class CapServer(HttpTestServer):
@@ -53,14 +52,7 @@ class CapServer(HttpTestServer):
 
 
 def main() -> None:
-    from gevent.os import make_nonblocking, nb_read
-
-    server = CapServer().start()
-    print(server.port, flush=True)
-    make_nonblocking(sys.stdin.fileno())
-    while nb_read(sys.stdin.fileno(), 1024):
-        pass
-    server.stop()
+    serve_until_stdin_closes(CapServer())
 
 
 if __name__ == "__main__":

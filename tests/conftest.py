@@ -20,17 +20,9 @@ def open_fds() -> int:
 
 
 @pytest.fixture
-def make_server() -> Any:
-    servers: List[HttpTestServer] = []
-
-    def make(handler: Callable[..., Any] = None, **kw: Any) -> HttpTestServer:
-        server = HttpTestServer(handler, **kw).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+def make_server(ga_make_server: Any) -> Any:
+    """``make_server(handler=None, **options)``: loopback servers stopped after the test."""
+    return ga_make_server
 
 
 @pytest.fixture
