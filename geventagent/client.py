@@ -80,11 +80,11 @@ def _default_agent(protocol: Optional[str]) -> Any:
 
 def _options_from_url(url: str) -> Dict[str, Any]:
     """Node-style options from a URL (cached: services call the same URLs again and again)."""
-    return dict(_parse_url(url))
+    return _parse_url(url).copy()
 
 
 @functools.lru_cache(maxsize=2048)
-def _parse_url(url: str) -> Tuple[Tuple[str, Any], ...]:
+def _parse_url(url: str) -> Dict[str, Any]:
     parts = urlsplit(url)
     if not parts.scheme or not parts.netloc:
         from .errors import InvalidArgValueError
@@ -108,7 +108,7 @@ def _parse_url(url: str) -> Tuple[Tuple[str, Any], ...]:
         if parts.password is not None:
             auth += ":" + unquote(parts.password)
         opts["auth"] = auth
-    return tuple(opts.items())
+    return opts
 
 
 class ClientRequest(EventEmitter):
@@ -489,7 +489,7 @@ class ClientRequest(EventEmitter):
             if not self._may_retry(exc, replay):
                 raise
             self._reset_for_retry()
-            return self._exchange(replay())  # type: ignore[misc]
+            return self._exchange(data if replay is True else replay())
 
     def _exchange(self, data: Body) -> IncomingMessage:
         body, length = _prepare_body(data)
@@ -792,9 +792,10 @@ def _prepare_body(data: Body) -> Tuple[Iterable[bytes], Optional[int]]:
 
 
 def _replayable(data: Body) -> Any:
-    """A function that returns ``data`` again for a retry, or None if it cannot be replayed."""
+    """True if ``data`` can simply be sent again; for a seekable file, a function that rewinds it
+    and returns it; None if it cannot be replayed."""
     if data is None or isinstance(data, (bytes, bytearray, memoryview, str)):
-        return lambda: data
+        return True
     seek = getattr(data, "seek", None)
     tell = getattr(data, "tell", None)
     if callable(getattr(data, "read", None)) and callable(seek) and callable(tell):
