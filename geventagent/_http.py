@@ -225,6 +225,10 @@ class ResponseParser:
             HttpParseError: malformed response (``HPE_*``), or a head over ``max_header_size``.
         """
         self.bytes_received += len(data)
+        if self._parser is None:  # the message ended earlier: anything more is stray
+            self.stray = True
+            self.keep_alive = False
+            return
         if not self.headers_complete:
             self._head_bytes += len(data)
         if self._connect_head is not None and not self.headers_complete:
@@ -264,7 +268,11 @@ class ResponseParser:
                 self.keep_alive = False
                 return
             raise from_parser_error(exc) from exc
-        if not self.headers_complete and self._head_bytes > self.max_header_size:
+        if self.message_complete:
+            # llhttp's parser and this object refer to each other: let go now, so both are freed
+            # by reference counting instead of waiting for the cycle collector.
+            self._parser = None
+        elif not self.headers_complete and self._head_bytes > self.max_header_size:
             raise HttpParseError("Parse Error: Header overflow", code="HPE_HEADER_OVERFLOW")
 
     def feed_eof(self) -> bool:

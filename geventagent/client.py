@@ -687,6 +687,7 @@ class ClientRequest(EventEmitter):
                 socket.destroy()
         self._emit_close()
         res._emit_close()
+        self.res = None  # res.req stays; dropping this side frees both without the cycle collector
 
     # -- failure and teardown -------------------------------------------------------------------
     def _emit_timeout(self) -> None:
