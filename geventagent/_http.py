@@ -109,6 +109,7 @@ class ResponseParser:
     _head_bytes = 0
     _connect_head: Optional[bytearray] = None
     _decoded: Optional[HeaderPairs] = None
+    keep_alive_hint: Optional[bytes] = None  # the first Keep-Alive header's value, if any
 
     def __init__(self, method: str = "GET", max_header_size: int = MAX_HEADER_SIZE) -> None:
         self._parser = httptools.HttpResponseParser(self)
@@ -174,6 +175,8 @@ class ResponseParser:
             raw = self._raw
             raw.append(name)
             raw.append(value)
+            if len(name) == 10 and name.lower() == b"keep-alive":
+                self.keep_alive_hint = value
 
     def on_headers_complete(self) -> None:
         parser = self._parser

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import sys
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional
@@ -563,7 +564,9 @@ class Agent(EventEmitter):
                 limit, limit_reason = left, "ttl"
         req = socket._http_message
         res = getattr(req, "res", None)
-        hint = res.get_header("keep-alive") if res is not None else None
+        parser = getattr(res, "_parser", None)
+        raw_hint = getattr(parser, "keep_alive_hint", None)
+        hint = raw_hint.decode("latin-1") if raw_hint else None
         if hint:
             match = _HINT_TIMEOUT.search(hint)
             if match:
@@ -644,15 +647,16 @@ class Agent(EventEmitter):
     # -- convenience -------------------------------------------------------------------------------
     def request(self, method: str, url: Any, **kw: Any) -> Any:
         """``geventagent.request(method, url, agent=self, **kw)``: blocks until the response head."""
-        from .client import request
-
-        return request(method, url, agent=self, **kw)
+        return _client().request(method, url, agent=self, **kw)
 
     def get(self, url: Any, **kw: Any) -> Any:
         """``geventagent.get(url, agent=self, **kw)``."""
-        from .client import request
+        return _client().request("GET", url, agent=self, **kw)
 
-        return request("GET", url, agent=self, **kw)
+
+def _client() -> Any:
+    """The client module (it imports this one, so it is looked up at call time)."""
+    return sys.modules["geventagent.client"]
 
 
 class _SocketHooks:
