@@ -345,6 +345,10 @@ class ClientRequest(EventEmitter):
                 pairs.append((name, value))
         if "connection" not in headers:
             pairs.append(("Connection", "keep-alive" if self.should_keep_alive else "close"))
+        elif _CLOSE_TOKEN.search(str(headers["connection"][1])):
+            # The caller asked the server to close: never pool this socket, whatever the reply says
+            # (Node keeps shouldKeepAlive and lets the reply decide; a server may close anyway).
+            self.should_keep_alive = False
         if "content-length" not in headers and "transfer-encoding" not in headers:
             if chunked:
                 pairs.append(("Transfer-Encoding", "chunked"))

@@ -384,3 +384,12 @@ def test_unix_socket_and_local_address(make_server, make_agent):
     req = ga.ClientRequest(server.url("/"), agent=make_agent(), local_address="127.0.0.1", family=4)
     req.end().read()
     assert req.socket.local_address == "127.0.0.1"
+
+
+def test_user_connection_close_is_never_pooled(make_server, make_agent):
+    server = make_server(lambda req: b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok")
+    agent = make_agent(keep_alive=True)
+    req = ga.ClientRequest(server.url("/"), agent=agent, headers={"Connection": "close"})
+    assert req.end().read() == b"ok"
+    assert server.requests[-1].headers["connection"] == "close"
+    assert agent.free_sockets == {} and agent.total_socket_count == 0
