@@ -20,7 +20,7 @@ from typing import Any, Iterator, List
 
 import pytest
 
-from .testing import HttpTestServer, fault_server
+from .testing import HttpTestServer, fault
 
 
 @pytest.fixture
@@ -43,14 +43,9 @@ def ga_server(ga_make_server: Any) -> HttpTestServer:
 
 
 @pytest.fixture
-def ga_fault_server() -> Iterator[Any]:
-    servers: List[HttpTestServer] = []
-
+def ga_fault_server(ga_make_server: Any) -> Any:
     def make(name: str, **params: Any) -> HttpTestServer:
-        server = fault_server(name, **params).start()
-        servers.append(server)
-        return server
+        handler, options = fault(name, **params)
+        return ga_make_server(handler, **options)
 
-    yield make
-    for server in servers:
-        server.stop()
+    return make

@@ -12,7 +12,6 @@ from gevent import ssl as gssl
 from gevent.server import StreamServer
 
 import geventagent as ga
-from geventagent.testing import HttpTestServer
 
 from .conftest import spawn_all
 
@@ -29,21 +28,16 @@ def server_context(ca, *names, leaf=None):
 
 
 @pytest.fixture
-def tls_server(ca):
-    servers = []
-
+def tls_server(ca, ga_make_server):
     def make(handler=None, ctx=None, **kw):
         names = []
         ctx = ctx or server_context(ca)
         ctx.sni_callback = lambda sslobj, name, c: names.append(name)
-        server = HttpTestServer(handler, ssl_context=ctx, **kw).start()
+        server = ga_make_server(handler, ssl_context=ctx, **kw)
         server.sni_names = names
-        servers.append(server)
         return server
 
-    yield make
-    for server in servers:
-        server.stop()
+    return make
 
 
 @pytest.fixture
