@@ -406,12 +406,17 @@ class ClientRequest(EventEmitter):
         return socket
 
     # -- writing --------------------------------------------------------------------------------
-    def _send_head(self, length: Optional[int], chunked: bool, first: bytes = b"") -> None:
+    def _send_head(self, length: Optional[int], chunked: bool, first: bytes = b"", whole: bool = False) -> None:
+        """Acquire a socket and write the head (and ``first`` body bytes). ``whole``: that is the
+        entire request, so the write may be corked with other greenlets' (``Socket.send_corked``)."""
         socket = self._acquire_socket()
         head = encode_head(self.method, self.path, self._head_pairs(length, chunked))
         self._head_sent = True
         self._chunked = chunked
-        socket.send(head + first if first else head)
+        if whole:
+            socket.send_corked(head + first if first else head)
+        else:
+            socket.send(head + first if first else head)
 
     def flush_headers(self) -> None:
         """Send the head now (with ``Transfer-Encoding: chunked`` unless a length was set)."""
@@ -505,8 +510,9 @@ class ClientRequest(EventEmitter):
             if not self._await_continue():
                 return self._read_response()
             self._send_body(body, chunked)
-        elif isinstance(body, list) and len(body) == 1 and len(body[0]) <= _CHUNK:
-            self._send_head(length, chunked, _frame(body[0], chunked) + (b"0\r\n\r\n" if chunked else b""))
+        elif isinstance(body, list) and len(body) <= 1 and (not body or len(body[0]) <= _CHUNK):
+            last = b"0\r\n\r\n" if chunked else b""
+            self._send_head(length, chunked, _frame(body[0], chunked) + last if body else last, whole=True)
         else:
             self._send_head(length, chunked)
             self._send_body(body, chunked)

@@ -59,6 +59,58 @@ WATCH_GRACE = 0.02
 _PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
 _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
 
+#: Writes up to this many bytes may be corked (see ``Socket.send_corked``).
+CORK_MAX = 16384
+
+
+class _Cork:
+    """The corked writes of one hub, sent back to back when the hub next runs its callbacks
+    (before it polls for I/O), then their greenlets are woken.
+
+    Why: every ``send()`` wakes the peer's process. On loopback (a sidecar, a local proxy) and
+    on virtual machines that wake-up costs more than the rest of the system call, and a burst
+    of sends pays it about once (``make bench``: 16 us -> 4 us per send at 25k requests/s).
+    Node's ``socket.cork()`` holds one socket's writes until ``process.nextTick``; this holds
+    every small request write of the hub's current round, which is at most the time the
+    greenlets that are ready now take to yield. A greenlet waits for its response as usual;
+    one whose write failed or was partial is woken (``cancel_wait``) to raise or finish it."""
+
+    __slots__ = ("loop", "pending", "scheduled")
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.pending: list = []
+        self.scheduled = False
+
+    def add(self, sock: "Socket") -> None:
+        self.pending.append(sock)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.run_callback(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        pending, self.pending = self.pending, []
+        for sock in pending:
+            sock._uncork()
+
+
+class _CorkWake(Exception):
+    """Thrown into a greenlet waiting on a corked socket whose write needs it (error or rest)."""
+
+
+_corks: Dict[Any, _Cork] = {}
+
+
+def _cork_for_hub() -> _Cork:
+    hub = gevent.get_hub()
+    cork = _corks.get(hub)
+    if cork is None or cork.loop is not hub.loop:
+        for old in [h for h in _corks if h.dead]:
+            del _corks[old]
+        cork = _corks[hub] = _Cork(hub.loop)
+    return cork
+
 
 class Socket(EventEmitter):
     """One connection (plain TCP or a Unix socket), an :class:`EventEmitter`.
@@ -109,6 +161,10 @@ class Socket(EventEmitter):
         "_free_timeout",
         "_free_reason",
         "_grace",
+        "_corked",
+        "_cork_after",
+        "_cork_waiting",
+        "_cork",
     )
 
     def __init__(self, options: Optional[Dict[str, Any]] = None, sock: Any = None) -> None:
@@ -137,6 +193,10 @@ class Socket(EventEmitter):
         self._grace: Any = None
         self._keep_alive_state: Any = None
         self._raw: Any = None  # the C socket of a plain (non-TLS) gevent socket, for fast writes
+        self._corked: Any = None  # bytes waiting in the hub's cork (see send_corked)
+        self._cork_after: Any = None  # after the flush: an error, or the bytes it could not write
+        self._cork_waiting = False
+        self._cork: Any = None
         self._http_message: Any = None
         self._agent: Any = None
         self._agent_name: Optional[str] = None
@@ -277,6 +337,8 @@ class Socket(EventEmitter):
         Raises:
             RequestTimeout (after ``'timeout'``), ConnectionReset (``EPIPE``/``ECONNRESET``), NetworkError.
         """
+        if self._corked is not None or self._cork_after is not None:
+            self._await_cork(False)
         try:
             raw = self._raw
             if raw is not None:
@@ -299,12 +361,95 @@ class Socket(EventEmitter):
             raise err from exc
         self.bytes_written += len(data)
 
+    def send_corked(self, data: bytes) -> None:
+        """Write all of ``data``, held back until this hub's current round ends and then sent
+        together with the other greenlets' corked writes (see :class:`_Cork`). The next
+        :meth:`recv` waits for readability without a first read attempt; it, or the next
+        :meth:`send`, raises the write's error (as :meth:`send` would). Writes over
+        ``CORK_MAX`` bytes, and TLS or Unix sockets, are sent at once."""
+        if self._raw is None or len(data) > CORK_MAX or self._corked is not None or self._cork_after is not None:
+            self.send(data)
+            return
+        self._corked = data
+        cork = self._cork
+        if cork is None:
+            cork = self._cork = _cork_for_hub()
+        cork.add(self)
+
+    def _uncork(self) -> None:
+        """In the hub: send the corked bytes without waiting. An error, or what the kernel did not
+        take, is left in ``_cork_after`` for the owning greenlet, which is woken if it waits."""
+        data = self._corked
+        if data is None:
+            return
+        self._corked = None
+        after: Any = None
+        if self.destroyed or self.generation != _generation or self._raw is None:
+            after = socket_hang_up()  # never write to a destroyed or inherited socket
+        else:
+            try:
+                sent = _socket.socket.send(self._raw, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                sent = -1
+                after = exc
+            if sent >= 0:
+                self.bytes_written += sent
+                if sent < len(data):
+                    after = memoryview(data)[sent:]  # the greenlet writes the rest, waiting as send() does
+        if after is not None:
+            self._cork_after = after
+            sock = self._sock
+            if self._cork_waiting and sock is not None:
+                sock.hub.cancel_wait(sock._read_event, _CorkWake())
+
+    def _await_cork(self, for_read: bool) -> None:
+        """In the owning greenlet, before its next I/O on this socket: if the cork has not been
+        flushed yet, wait (for readability when ``for_read``: the flush comes first, then the
+        response); then finish the write or raise its error (mapped as :meth:`send` maps it)."""
+        sock = self._sock
+        if self._corked is not None and for_read and sock is not None and not self.destroyed:
+            self._cork_waiting = True
+            try:
+                sock._wait(sock._read_event)  # gevent's wait: the socket's timeout; close() cancels it
+            except _CorkWake:
+                pass
+            except BaseException as exc:
+                self._corked = None  # not flushed: nothing of it is written
+                if isinstance(exc, Exception):
+                    if self.destroyed or self._sock is None:
+                        raise socket_hang_up() from exc
+                    err = from_os_error(exc, "read")
+                    if isinstance(err, RequestTimeout):
+                        self.emit("timeout")
+                    raise err from exc
+                raise
+            finally:
+                self._cork_waiting = False
+        data = self._corked
+        if data is not None:  # readable (or a write is due) before the hub flushed: send it now
+            self._corked = None
+            self.send(data)
+        after = self._cork_after
+        if after is not None:
+            self._cork_after = None
+            if isinstance(after, BaseException):
+                if isinstance(after, GeventAgentError):
+                    raise after
+                if self.destroyed:
+                    raise socket_hang_up() from after
+                raise from_os_error(after, "write") from after
+            self.send(after)
+
     def recv(self, size: int = 65536) -> bytes:
         """Read up to ``size`` bytes; ``b""`` at EOF.
 
         Raises:
             RequestTimeout (after ``'timeout'``), ConnectionReset, NetworkError.
         """
+        if self._corked is not None or self._cork_after is not None:
+            self._await_cork(True)
         try:
             data = self._sock.recv(size)
         except (OSError, AttributeError) as exc:

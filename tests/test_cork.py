@@ -1,0 +1,219 @@
+"""Corked request writes (``Socket.send_corked``): a whole small request is held until the hub's
+current round ends and sent back to back with the other greenlets' writes. These tests pin what
+must not change: order, errors, partial writes, kill and destroy before the flush, fork."""
+
+from __future__ import annotations
+
+import socket as stdsocket
+import struct
+
+import gevent
+import pytest
+from gevent import socket as gsocket
+from gevent.server import StreamServer
+
+import geventagent as ga
+import geventagent.socket as gasocket
+from geventagent.errors import ConnectionReset, RequestTimeout
+from geventagent.testing import Response
+
+from .conftest import spawn_all
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1:0 that records what each connection sent (no HTTP). ``rst``:
+    reset each connection as soon as it is accepted."""
+
+    def __init__(self, rcvbuf: int = 0, read_delay: float = 0.0, rst: bool = False) -> None:
+        self.received: list = []
+        self.read_delay = read_delay
+        self.rst = rst
+        listener = gsocket.socket()
+        listener.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            listener.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_RCVBUF, rcvbuf)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        self.server = StreamServer(listener, self.handle)
+        self.server.start()
+        self.port = self.server.server_port
+
+    def handle(self, conn, address) -> None:
+        got = bytearray()
+        self.received.append(got)
+        if self.rst:
+            conn.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            return
+        if self.read_delay:
+            gevent.sleep(self.read_delay)
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            got += data
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture
+def raw_server():
+    servers = []
+
+    def make(**kw):
+        srv = RawServer(**kw)
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+def connected(port: int) -> ga.Socket:
+    sock = ga.Socket({"host": "127.0.0.1", "port": port})
+    sock.connect()
+    return sock
+
+
+def wait_for(predicate, seconds: float = 2.0) -> None:
+    with gevent.Timeout(seconds):
+        while not predicate():
+            gevent.sleep(0.005)
+
+
+def test_corked_write_waits_for_the_round_then_goes_out(raw_server):
+    srv = raw_server()
+    sock = connected(srv.port)
+    sock.send_corked(b"hello")
+    assert sock._corked == b"hello"  # held: nothing written until the hub runs
+    assert sock.bytes_written == 0
+    gevent.sleep(0)
+    wait_for(lambda: srv.received and bytes(srv.received[0]) == b"hello")
+    assert sock.bytes_written == 5 and sock._corked is None
+    sock.destroy()
+
+
+def test_a_send_after_a_corked_write_keeps_the_order(raw_server):
+    srv = raw_server()
+    sock = connected(srv.port)
+    sock.send_corked(b"first,")
+    sock.send(b"second")
+    wait_for(lambda: srv.received and bytes(srv.received[0]) == b"first,second")
+    assert sock.bytes_written == 12
+    sock.destroy()
+
+
+def test_writes_of_one_round_share_one_flush(raw_server, monkeypatch):
+    srv = raw_server()
+    socks = [connected(srv.port) for _ in range(8)]
+    flushes = []
+    original = gasocket._Cork.flush
+
+    def counting(self):
+        flushes.append(len(self.pending))
+        original(self)
+
+    monkeypatch.setattr(gasocket._Cork, "flush", counting)
+    for i, sock in enumerate(socks):
+        sock.send_corked(b"w%d" % i)
+    gevent.sleep(0)
+    wait_for(lambda: len(srv.received) == 8 and all(len(r) == 2 for r in srv.received))
+    assert flushes == [8]
+    for sock in socks:
+        sock.destroy()
+
+
+def test_destroyed_before_the_flush_writes_nothing(raw_server):
+    srv = raw_server()
+    sock = connected(srv.port)
+    sock.send_corked(b"never")
+    sock.destroy()
+    gevent.sleep(0.05)
+    wait_for(lambda: srv.received)
+    assert bytes(srv.received[0]) == b""
+    with pytest.raises(ConnectionReset):
+        sock._await_cork(True)
+
+
+def test_inherited_socket_is_never_written_by_the_flush(raw_server):
+    srv = raw_server()
+    sock = connected(srv.port)
+    sock.generation -= 1  # as if inherited from the parent of a fork
+    sock.send_corked(b"never")
+    gevent.sleep(0.05)
+    assert bytes(srv.received[0]) == b""
+    with pytest.raises(ConnectionReset):
+        sock.recv()
+    sock.destroy()
+
+
+def test_partial_corked_write_is_finished_by_the_greenlet(raw_server):
+    # A small receive buffer and a server that starts reading late: the flush writes part of
+    # the 16 KiB, the greenlet writes the rest (waiting, as a blocking send does).
+    srv = raw_server(rcvbuf=2048, read_delay=0.2)
+    sock = connected(srv.port)
+    sock._sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_SNDBUF, 2048)
+    payload = bytes(range(256)) * 64  # 16384 bytes = CORK_MAX
+    sock.send_corked(payload)
+    gevent.sleep(0)
+    assert sock._corked is None
+    assert isinstance(sock._cork_after, memoryview), "the kernel took it all: the test cannot see a partial write"
+    sock.send(b"")  # finishes the corked write first
+    wait_for(lambda: srv.received and len(srv.received[0]) == len(payload), 5)
+    assert bytes(srv.received[0]) == payload
+    assert sock.bytes_written == len(payload)
+    sock.destroy()
+
+
+def test_partial_corked_write_wakes_the_greenlet_waiting_for_its_response(raw_server):
+    srv = raw_server(rcvbuf=2048, read_delay=0.2)
+    sock = connected(srv.port)
+    sock._sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_SNDBUF, 2048)
+    sock.set_timeout(1.0)
+    payload = bytes(range(256)) * 64
+    sock.send_corked(payload)
+    with pytest.raises(RequestTimeout):
+        sock.recv()  # woken to write the rest, then waits for a response that never comes
+    assert srv.received and bytes(srv.received[0]) == payload
+    sock.destroy()
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["error-left-for-greenlet", "greenlet-woken"])
+def test_write_error_in_the_flush_is_raised_in_the_greenlet(raw_server, waiting):
+    srv = raw_server(rst=True)
+    sock = connected(srv.port)
+    wait_for(lambda: srv.received)
+    gevent.sleep(0.05)  # the RST has arrived
+    sock.send_corked(b"GET / HTTP/1.1\r\n\r\n")
+    if not waiting:
+        gevent.sleep(0)  # the flush fails in the hub; the error waits for the greenlet
+        assert sock._corked is None and isinstance(sock._cork_after, OSError)
+    with pytest.raises(ConnectionReset) as info:
+        sock.recv()  # waiting: the greenlet waits while the flush fails
+    assert info.value.code in ("ECONNRESET", "EPIPE")
+    sock.destroy()
+
+
+def test_kill_while_waiting_for_a_corked_response_releases_the_slot(make_server, make_agent):
+    server = make_server(lambda req: (gevent.sleep(1), Response(200, b"late"))[1])
+    agent = make_agent(keep_alive=True, max_sockets=1)
+    glet = gevent.spawn(ga.get, server.url("/slow"), agent=agent)
+    gevent.sleep(0.1)
+    glet.kill()
+    assert agent.total_socket_count == 0
+    res = ga.get(server.url("/again"), agent=agent, timeout=3)  # the slot is free again
+    assert res.status_code == 200
+
+
+def test_many_greenlets_corked_through_few_sockets_get_their_own_responses(make_server, make_agent):
+    server = make_server(lambda req: Response(200, req.path.encode()))
+    agent = make_agent(keep_alive=True, max_sockets=5)
+
+    def one(i):
+        return lambda: ga.get(server.url("/r%d" % i), agent=agent).read()
+
+    bodies = spawn_all(*[one(i) for i in range(200)])
+    assert bodies == [b"/r%d" % i for i in range(200)]
+    assert server.connections_total <= 5
