@@ -119,8 +119,6 @@ def run_one(client: str, workload: str, port: int, origin_base: int) -> dict:
             return {"skipped": "node not installed"}
         cmd = ["node", os.path.join(HERE, "node_client.js"), workload, str(port), str(origin_base)]
     else:
-        if client == "raw" and workload in ("wait10k", "origins1k"):
-            return {"skipped": "n/a"}
         cmd = [sys.executable, os.path.join(HERE, "clients.py"), client, workload, str(port), str(origin_base)]
     try:
         proc = subprocess.run(

@@ -6,14 +6,16 @@ const W = {
   '1mib': ['/1mib', 'GET', null, 10, 2000, 10, 1, true],
   post64k: ['/post', 'POST', Buffer.alloc(65536, 'p'), 50, 4000, 10, 1, true],
   no_keepalive: ['/tiny', 'GET', null, 10, 3000, 10, 1, false],
-  wait10k: ['/tiny', 'GET', null, 10000, 20000, 10, 1, true],
+  wait10k: ['/tiny', 'GET', null, 10000, 100000, 10, 1, true],
   origins1k: ['/tiny', 'GET', null, 50, 20000, 10, 1000, true],
 }[workload];
 const [path, method, body, greenlets, requests, conns, origins, keepAlive] = W;
 const agent = new http.Agent({keepAlive, maxSockets: conns, maxFreeSockets: conns});
 let done = 0, bytes = 0, errors = 0;
-function fetch(i, cb) {
-  const p = origins === 1 ? port : originBase + (i % origins);
+// Greenlet g's i-th request: as in clients.py, g visits origins g, g+G, g+2G, ... so two
+// loops never share an origin at once.
+function fetch(g, i, cb) {
+  const p = origins === 1 ? port : originBase + ((g + greenlets * i) % origins);
   const headers = keepAlive ? {} : {Connection: 'close'};
   if (body) headers['Content-Length'] = body.length;
   const req = http.request({host: '127.0.0.1', port: p, path, method, agent, headers}, (res) => {
@@ -24,21 +26,32 @@ function fetch(i, cb) {
   req.end(body || undefined);
 }
 const per = Math.max(1, Math.floor(requests / greenlets));
-const start = process.hrtime.bigint();
-let running = greenlets;
-for (let g = 0; g < greenlets; g++) {
-  let i = 0;
-  const next = () => {
-    if (i >= per) {
-      if (--running === 0) {
-        const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-        console.log(JSON.stringify({requests: done, bytes, seconds, errors,
-                                    rss_mib: process.memoryUsage().rss / 1048576}));
-        agent.destroy();
+let start;
+function timed() {
+  start = process.hrtime.bigint();
+  let running = greenlets;
+  for (let g = 0; g < greenlets; g++) {
+    let i = 0;
+    const next = () => {
+      if (i >= per) {
+        if (--running === 0) {
+          const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+          console.log(JSON.stringify({requests: done, bytes, seconds, errors,
+                                      rss_mib: process.memoryUsage().rss / 1048576}));
+          agent.destroy();
+        }
+        return;
       }
-      return;
-    }
-    fetch(g * 7919 + i++, next);
-  };
-  next();
+      fetch(g, i++, next);
+    };
+    next();
+  }
 }
+// Warm-up, as clients.py: one request per origin (at least 50), one after another; then the
+// counters restart and the clock starts.
+let w = 0;
+const warm = Math.max(Math.min(greenlets, 50), origins);
+(function warmup() {
+  if (w >= warm) { done = 0; bytes = 0; errors = 0; timed(); return; }
+  fetch(w++, 0, warmup);
+})();
