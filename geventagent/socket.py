@@ -11,8 +11,10 @@ from __future__ import annotations
 import _socket
 import os
 import socket as _stdsocket
+import sys
 import time
-from typing import Any, Dict, Optional
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Optional
 
 import gevent
 from gevent import socket as gsocket
@@ -99,17 +101,101 @@ class _CorkWake(Exception):
     """Thrown into a greenlet waiting on a corked socket whose write needs it (error or rest)."""
 
 
-_corks: Dict[Any, _Cork] = {}
+class _TimerList:
+    """Sockets that wait the same number of seconds, in the order they started, under one
+    unref'd timer armed for the head: Node's timer lists (``lib/internal/timers.js``, a list
+    per duration), so pooling and reusing a socket is an O(1) dict operation instead of
+    starting and stopping a timer of its own (and an idle socket carries no timer object).
+
+    ``expire(sock)`` runs in the hub for each socket whose time is up."""
+
+    __slots__ = ("loop", "seconds", "entries", "timer", "expire")
+
+    def __init__(self, loop: Any, seconds: float, expire: Callable[["Socket"], None]) -> None:
+        self.loop = loop
+        self.seconds = seconds
+        self.entries: "OrderedDict[Socket, float]" = OrderedDict()
+        self.timer: Any = None
+        self.expire = expire
+
+    def add(self, sock: "Socket") -> None:
+        self.entries[sock] = time.monotonic() + self.seconds
+        if self.timer is None:
+            self._arm(self.seconds)
+
+    def discard(self, sock: "Socket") -> None:
+        self.entries.pop(sock, None)  # the timer stays armed for the old head; it re-arms when it fires
+
+    def _arm(self, delay: float) -> None:
+        timer = self.timer = self.loop.timer(delay if delay > 0 else 0.0, 0.0, ref=False)
+        timer.start(self._fire)
+
+    def _fire(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.close()
+        entries = self.entries
+        now = time.monotonic() + 0.0005  # libev may fire a little early
+        while entries:
+            sock = next(iter(entries))
+            deadline = entries[sock]
+            if deadline > now:
+                self._arm(deadline - now)
+                return
+            del entries[sock]
+            try:
+                self.expire(sock)
+            except Exception:  # noqa: BLE001  (a listener's error must not stop the other sockets)
+                gevent.get_hub().handle_error(sock, *sys.exc_info())
 
 
-def _cork_for_hub() -> _Cork:
+class _HubState:
+    """What the sockets of one hub share: the cork and the timer lists."""
+
+    __slots__ = ("loop", "cork", "idle", "grace")
+
+    #: At most this many idle-limit lists per hub; other limits use a timer per socket.
+    MAX_LISTS = 16
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.cork = _Cork(loop)
+        self.idle: Dict[float, _TimerList] = {}
+        self.grace: Optional[_TimerList] = None
+
+    def idle_list(self, seconds: float) -> Optional[_TimerList]:
+        lst = self.idle.get(seconds)
+        if lst is None:
+            if len(self.idle) >= self.MAX_LISTS:
+                for key, old in list(self.idle.items()):  # make room: drop the empty lists
+                    if not old.entries:
+                        del self.idle[key]
+                        if old.timer is not None:
+                            old.timer.close()
+                            old.timer = None
+                if len(self.idle) >= self.MAX_LISTS:
+                    return None
+            lst = self.idle[seconds] = _TimerList(self.loop, seconds, Socket._on_idle_timer)
+        return lst
+
+    def grace_list(self) -> _TimerList:
+        lst = self.grace
+        if lst is None or lst.seconds != WATCH_GRACE:
+            lst = self.grace = _TimerList(self.loop, WATCH_GRACE, Socket._on_grace)
+        return lst
+
+
+_hub_states: Dict[Any, _HubState] = {}
+
+
+def _hub_state() -> _HubState:
     hub = gevent.get_hub()
-    cork = _corks.get(hub)
-    if cork is None or cork.loop is not hub.loop:
-        for old in [h for h in _corks if h.dead]:
-            del _corks[old]
-        cork = _corks[hub] = _Cork(hub.loop)
-    return cork
+    state = _hub_states.get(hub)
+    if state is None or state.loop is not hub.loop:
+        for old in [h for h in _hub_states if h.dead]:
+            del _hub_states[old]
+        state = _hub_states[hub] = _HubState(hub.loop)
+    return state
 
 
 class Socket(EventEmitter):
@@ -160,11 +246,12 @@ class Socket(EventEmitter):
         "_local",
         "_free_timeout",
         "_free_reason",
-        "_grace",
         "_corked",
         "_cork_after",
         "_cork_waiting",
-        "_cork",
+        "_hub",
+        "_idle_list",
+        "_grace_list",
     )
 
     def __init__(self, options: Optional[Dict[str, Any]] = None, sock: Any = None) -> None:
@@ -190,13 +277,14 @@ class Socket(EventEmitter):
         self._timer: Any = None
         self._timer_after = -1.0
         self._watcher: Any = None
-        self._grace: Any = None
+        self._hub: Any = None  # this hub's _HubState (cork, timer lists)
+        self._idle_list: Any = None  # the _TimerList this free socket's idle limit is in
+        self._grace_list: Any = None  # the _TimerList before its idle read watcher starts
         self._keep_alive_state: Any = None
         self._raw: Any = None  # the C socket of a plain (non-TLS) gevent socket, for fast writes
         self._corked: Any = None  # bytes waiting in the hub's cork (see send_corked)
         self._cork_after: Any = None  # after the flush: an error, or the bytes it could not write
         self._cork_waiting = False
-        self._cork: Any = None
         self._http_message: Any = None
         self._agent: Any = None
         self._agent_name: Optional[str] = None
@@ -371,10 +459,10 @@ class Socket(EventEmitter):
             self.send(data)
             return
         self._corked = data
-        cork = self._cork
-        if cork is None:
-            cork = self._cork = _cork_for_hub()
-        cork.add(self)
+        hub = self._hub
+        if hub is None:
+            hub = self._hub = _hub_state()
+        hub.cork.add(self)
 
     def _uncork(self) -> None:
         """In the hub: send the corked bytes without waiting. An error, or what the kernel did not
@@ -504,6 +592,11 @@ class Socket(EventEmitter):
         self._refed = True
         if self._timer is not None:
             self._timer.ref = True
+        lst = self._idle_list
+        if lst is not None:  # a shared list's timer is unref'd: move to a timer of its own
+            self._idle_list = None
+            lst.discard(self)
+            self._start_idle_timer(lst.seconds)
         return self
 
     def unref(self) -> "Socket":
@@ -515,11 +608,30 @@ class Socket(EventEmitter):
 
     # -- idle timer (used by the agent while the socket is free) ---------------------------------
     def _start_idle_timer(self, seconds: float) -> None:
-        """(Re)start the idle timer for the full ``seconds``. A libev timer that is stopped resumes
-        with its *remaining* time and one that fired restarts at once, so the timer repeats with
+        """(Re)start the idle timer for the full ``seconds``; ``'timeout'`` is emitted when it ends.
+
+        An unref'd socket (the agent's free sockets) joins this hub's timer list for ``seconds``
+        (:class:`_TimerList`). A ref'd one has a timer of its own: a libev timer that is stopped
+        resumes with its *remaining* time and one that fired restarts at once, so it repeats with
         ``repeat=seconds`` and is restarted with ``again()``, which always counts from now."""
         if seconds is None or seconds <= 0 or seconds == float("inf"):
             return
+        lst = self._idle_list
+        if lst is not None:
+            self._idle_list = None
+            lst.discard(self)
+        if not self._refed:
+            hub = self._hub
+            if hub is None:
+                hub = self._hub = _hub_state()
+            lst = hub.idle_list(seconds)
+            if lst is not None:
+                timer = self._timer
+                if timer is not None:
+                    timer.stop()
+                self._idle_list = lst
+                lst.add(self)
+                return
         timer = self._timer
         if timer is None or self._timer_after != seconds:
             if timer is not None:
@@ -529,11 +641,16 @@ class Socket(EventEmitter):
         timer.again(self._on_idle_timer, update=True)
 
     def _stop_idle_timer(self) -> None:
+        lst = self._idle_list
+        if lst is not None:
+            self._idle_list = None
+            lst.discard(self)
         timer = self._timer
         if timer is not None:
             timer.stop()
 
     def _on_idle_timer(self) -> None:
+        self._idle_list = None
         timer = self._timer
         if timer is not None:
             timer.stop()
@@ -572,20 +689,25 @@ class Socket(EventEmitter):
         """Start the idle read watcher after ``WATCH_GRACE`` seconds of idleness: a busy socket,
         pooled and reused many times a second, then never pays for epoll changes (the peek before
         reuse still catches a socket that died in between)."""
-        grace = self._grace
-        if grace is None:
-            grace = self._grace = gevent.get_hub().loop.timer(WATCH_GRACE, WATCH_GRACE, ref=False)
-        grace.again(self._on_grace, update=False)
+        lst = self._grace_list
+        if lst is not None:
+            lst.discard(self)
+        hub = self._hub
+        if hub is None:
+            hub = self._hub = _hub_state()
+        lst = self._grace_list = hub.grace_list()
+        lst.add(self)
 
     def _on_grace(self) -> None:
-        self._grace.stop()
+        self._grace_list = None
         if not self.destroyed:
             self._watch_idle()
 
     def _unwatch_idle(self) -> None:
-        grace = self._grace
-        if grace is not None:
-            grace.stop()
+        lst = self._grace_list
+        if lst is not None:
+            self._grace_list = None
+            lst.discard(self)
         watcher = self._watcher
         if watcher is not None:
             watcher.stop()
@@ -617,10 +739,7 @@ class Socket(EventEmitter):
         if watcher is not None:
             watcher.close()
             self._watcher = None
-        grace = self._grace
-        if grace is not None:
-            grace.close()
-            self._grace = None
+        self._unlist()
         sock = self._sock
         self._raw = None
         if sock is not None:
@@ -638,7 +757,8 @@ class Socket(EventEmitter):
         """Close the fd and watchers without events or writes (an inherited socket after fork)."""
         self.destroyed = True
         self.close_reason = reason
-        for name in ("_timer", "_watcher", "_grace"):
+        self._unlist()
+        for name in ("_timer", "_watcher"):
             watcher = getattr(self, name)
             setattr(self, name, None)
             if watcher is not None:
@@ -649,6 +769,13 @@ class Socket(EventEmitter):
                 sock.close()
             except OSError:
                 pass
+
+    def _unlist(self) -> None:
+        for name in ("_idle_list", "_grace_list"):
+            lst = getattr(self, name)
+            if lst is not None:
+                setattr(self, name, None)
+                lst.discard(self)
 
     def __enter__(self) -> "Socket":
         return self
