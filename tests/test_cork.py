@@ -217,3 +217,13 @@ def test_many_greenlets_corked_through_few_sockets_get_their_own_responses(make_
     bodies = spawn_all(*[one(i) for i in range(200)])
     assert bodies == [b"/r%d" % i for i in range(200)]
     assert server.connections_total <= 5
+
+
+def test_cork_max_zero_writes_every_request_at_once(raw_server, monkeypatch):
+    monkeypatch.setattr(gasocket, "CORK_MAX", 0)
+    srv = raw_server()
+    sock = connected(srv.port)
+    sock.send_corked(b"now")
+    assert sock._corked is None and sock.bytes_written == 3  # written before any yield
+    wait_for(lambda: srv.received and bytes(srv.received[0]) == b"now")
+    sock.destroy()
