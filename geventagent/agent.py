@@ -197,6 +197,7 @@ class Agent(EventEmitter):
                 "requests",
                 "reused",
                 "retries",
+                "redispatched",
             ),
             0,
         )
@@ -291,12 +292,17 @@ class Agent(EventEmitter):
                 free = self.free_sockets.get(name)
                 continue
             if socket.connected:
-                stale = socket._peek()
-                if stale is not None:  # closed or reset while idle: never write to it
-                    socket.close_reason = stale
-                    socket.destroy()
-                    free = self.free_sockets.get(name)
-                    continue
+                if getattr(req, "_stale_check_at_write", False):
+                    # The request checks right before its write (one poll for a round's corked
+                    # writes, Socket._check_stale) and goes out again on a new connection if stale.
+                    socket._check_stale = True
+                else:
+                    stale = socket._peek()
+                    if stale is not None:  # closed or reset while idle: never write to it
+                        socket.close_reason = stale
+                        socket.destroy()
+                        free = self.free_sockets.get(name)
+                        continue
             if socket._agent is not self:  # a foreign socket put in free_sockets: adopt it
                 self.total_socket_count += 1
                 self._install_listeners(socket, name, options)

@@ -31,6 +31,7 @@ from .errors import (
     InvalidArgTypeError,
     InvalidProtocolError,
     RequestTimeout,
+    StaleSocket,
     UnescapedCharactersError,
     socket_hang_up,
 )
@@ -143,6 +144,7 @@ class ClientRequest(EventEmitter):
     socket: Optional[Socket] = None
     res: Optional[IncomingMessage] = None
     _fresh = False
+    _stale_check_at_write = False  # the agent may leave the stale-socket check to the write
     _dispatched = False
     _chunked = False
     _ended = False
@@ -492,8 +494,20 @@ class ClientRequest(EventEmitter):
                 self.socket.send(b"0\r\n\r\n")  # type: ignore[union-attr]
             return self._finish_and_read()
         replay = _replayable(data)
+        self._stale_check_at_write = True
         try:
-            return self._exchange(data)
+            try:
+                return self._exchange(data)
+            except StaleSocket:
+                # Nothing was written: go again on a new connection, whatever the method (as if
+                # the agent's peek had found the socket stale before handing it over).
+                if self.destroyed:
+                    raise
+                self._reset_for_retry(count=False)
+                counters = getattr(self.agent, "counters", None)
+                if counters is not None:
+                    counters["redispatched"] = counters.get("redispatched", 0) + 1
+                return self._exchange(data)
         except ConnectionReset as exc:
             if not self._may_retry(exc, replay):
                 raise
@@ -540,15 +554,18 @@ class ClientRequest(EventEmitter):
             return True
         return policy == "idempotent" and self.method in IDEMPOTENT_METHODS
 
-    def _reset_for_retry(self) -> None:
+    def _reset_for_retry(self, count: bool = True) -> None:
+        """Drop the socket and start over on a new connection. ``count``: this is a retry of a
+        request that may have been written (counted, and allowed once); else nothing was written."""
         socket = self.socket
         if socket is not None and not socket.destroyed:
-            socket.close_reason = "stale"
+            socket.close_reason = socket.close_reason if not count and socket.close_reason else "stale"
             socket.destroy()
-        counters = getattr(self.agent, "counters", None)
-        if counters is not None:
-            counters["retries"] = counters.get("retries", 0) + 1
-        self.retried = True
+        if count:
+            counters = getattr(self.agent, "counters", None)
+            if counters is not None:
+                counters["retries"] = counters.get("retries", 0) + 1
+            self.retried = True
         self.reused_socket = False
         self.socket = None
         self._socket_result = None

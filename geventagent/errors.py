@@ -132,6 +132,19 @@ class HttpParseError(GeventAgentError, ValueError):
     code = "HPE_INVALID_CONSTANT"
 
 
+class StaleSocket(ConnectionReset):
+    """A reused keep-alive socket was found closed, reset or sent stray bytes by the server just
+    before the request was written: nothing of the request left. The request goes out again on
+    a new connection whatever its method (it is not a retry), so this reaches callers only from
+    :class:`~geventagent.Socket` used directly. ``reason`` is the socket's close reason."""
+
+    unwritten = True
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("socket hang up (stale keep-alive socket: %s; nothing was written)" % reason)
+        self.reason = reason
+
+
 def socket_hang_up(**context: Any) -> ConnectionReset:
     """Node's ``ConnResetException('socket hang up')``."""
     return ConnectionReset("socket hang up", **context)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _socket
 import os
+import select as _select
 import socket as _stdsocket
 import sys
 import time
@@ -17,9 +18,10 @@ from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional
 
 import gevent
+import gevent.monkey
 from gevent import socket as gsocket
 
-from .errors import GeventAgentError, RequestTimeout, from_os_error, socket_hang_up
+from .errors import GeventAgentError, RequestTimeout, StaleSocket, from_os_error, socket_hang_up
 from .events import EventEmitter
 
 __all__ = ["Socket", "fork_generation"]
@@ -59,6 +61,9 @@ def _is_ip(host: str) -> int:
 #: Seconds a free socket stays idle before its read watcher starts (see ``_watch_idle_soon``).
 WATCH_GRACE = 0.02
 _PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
+# The unpatched poll (gunicorn and locust monkey-patch after import); used with timeout 0 only.
+_poll = gevent.monkey.get_original("select", "poll") if hasattr(_select, "poll") else None
+_POLL_STALE = getattr(_select, "POLLIN", 1) | getattr(_select, "POLLPRI", 2) | getattr(_select, "POLLRDHUP", 0x2000)
 _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
 
 #: Writes up to this many bytes may be corked (see ``Socket.send_corked``).
@@ -93,8 +98,39 @@ class _Cork:
     def flush(self) -> None:
         self.scheduled = False
         pending, self.pending = self.pending, []
+        check = [sock for sock in pending if sock._check_stale]
+        if check:
+            _check_stale_sockets(check)
         for sock in pending:
             sock._uncork()
+
+
+def _check_stale_sockets(socks: list) -> None:
+    """Just before a round's corked writes: are any of these reused sockets readable (FIN, RST or
+    stray bytes from an idle server)? One ``poll()`` for all of them instead of a peek each; a
+    readable one is peeked to learn why, and its write is replaced by :class:`StaleSocket`."""
+    ready = None
+    if _poll is not None:
+        poller = _poll()
+        fds = {}
+        for sock in socks:
+            sock._check_stale = False
+            raw = sock._raw
+            if raw is not None and sock._corked is not None:
+                fd = raw.fileno()
+                fds[fd] = sock
+                poller.register(fd, _POLL_STALE)
+        ready = [fds[fd] for fd, _ in poller.poll(0) if fd in fds]
+    else:
+        for sock in socks:
+            sock._check_stale = False
+        ready = socks
+    for sock in ready:
+        reason = sock._peek()
+        if reason is not None and sock._corked is not None:
+            sock._corked = None
+            sock.close_reason = reason
+            sock._cork_after = StaleSocket(reason)
 
 
 class _CorkWake(Exception):
@@ -249,6 +285,8 @@ class Socket(EventEmitter):
         "_corked",
         "_cork_after",
         "_cork_waiting",
+        "_keep_alive_state",
+        "_check_stale",
         "_hub",
         "_idle_list",
         "_grace_list",
@@ -285,6 +323,7 @@ class Socket(EventEmitter):
         self._corked: Any = None  # bytes waiting in the hub's cork (see send_corked)
         self._cork_after: Any = None  # after the flush: an error, or the bytes it could not write
         self._cork_waiting = False
+        self._check_stale = False  # reused without a peek: check for staleness before the write
         self._http_message: Any = None
         self._agent: Any = None
         self._agent_name: Optional[str] = None
@@ -427,6 +466,12 @@ class Socket(EventEmitter):
         """
         if self._corked is not None or self._cork_after is not None:
             self._await_cork(False)
+        if self._check_stale:
+            self._check_stale = False
+            reason = self._peek()
+            if reason is not None:
+                self.close_reason = reason
+                raise StaleSocket(reason)
         try:
             raw = self._raw
             if raw is not None:
@@ -469,6 +514,8 @@ class Socket(EventEmitter):
         take, is left in ``_cork_after`` for the owning greenlet, which is woken if it waits."""
         data = self._corked
         if data is None:
+            if isinstance(self._cork_after, StaleSocket) and self._cork_waiting and self._sock is not None:
+                self._sock.hub.cancel_wait(self._sock._read_event, _CorkWake())
             return
         self._corked = None
         after: Any = None

@@ -227,3 +227,38 @@ def test_cork_max_zero_writes_every_request_at_once(raw_server, monkeypatch):
     assert sock._corked is None and sock.bytes_written == 3  # written before any yield
     wait_for(lambda: srv.received and bytes(srv.received[0]) == b"now")
     sock.destroy()
+
+
+# -- a reused socket found stale right before the write ------------------------------------------
+@pytest.mark.parametrize("size", [100, 20000], ids=["corked", "written-at-once"])
+def test_post_on_a_socket_the_server_just_closed_goes_out_once_on_a_new_connection(make_server, make_agent, size):
+    # The server closes the idle connection and the POST is made before the hub has polled, so
+    # neither the idle watcher nor anything else has seen the FIN: only the check at the write
+    # (one poll for the round's corked writes, a peek for a write sent at once) can.
+    bodies = []
+    server = make_server(lambda req: (bodies.append(req.body), Response(200, b"%d" % len(req.body)))[1])
+    agent = make_agent(keep_alive=True, max_sockets=1, retry=False)
+    assert ga.get(server.url("/first"), agent=agent).read() == b"0"
+    [conn] = [c for c in server.connections if not c.closed]
+    conn.sock.shutdown(stdsocket.SHUT_WR)  # FIN now (close() would defer it to the hub); no yield before the POST
+    res = ga.request("POST", server.url("/post"), agent=agent, body=b"p" * size)
+    assert res.read() == b"%d" % size
+    assert bodies == [b"", b"p" * size]  # the POST arrived once
+    assert agent.counters["redispatched"] == 1 and agent.counters["retries"] == 0
+    assert agent.close_reasons.get("server_close") == 1
+    assert server.connections_total == 2
+
+
+def test_stale_check_is_one_poll_for_a_round_of_reused_sockets(make_server, make_agent, monkeypatch):
+    server = make_server(lambda req: Response(200, b"ok"))
+    agent = make_agent(keep_alive=True, max_sockets=8)
+    gevent.joinall([gevent.spawn(lambda: ga.get(server.url("/"), agent=agent).read()) for _ in range(8)])
+    assert sum(len(g) for g in agent.free_sockets.values()) == 8
+    polls, peeks = [], []
+    original_poll, original_peek = gasocket._poll, ga.Socket._peek
+    monkeypatch.setattr(gasocket, "_poll", lambda: polls.append(1) or original_poll())
+    monkeypatch.setattr(ga.Socket, "_peek", lambda self: peeks.append(self) or original_peek(self))
+    results = spawn_all(*[lambda: ga.get(server.url("/"), agent=agent).read() for _ in range(8)])
+    assert results == [b"ok"] * 8
+    assert polls == [1] and peeks == []  # eight reused sockets, one poll() and no peek
+    assert agent.counters["reused"] >= 8 and server.connections_total == 8

@@ -57,7 +57,8 @@ def test_idle_close_at_exactly_t_is_transparent(leak_check, ga_fault_server):
         assert agent.get(server.url("/")).read() == b"ok"
         gevent.sleep(t + rng.uniform(-0.004, 0.004))
     status = agent.status()
-    assert status["requests"] == 40 + status["retries"]  # a retry is dispatched again
+    # a retry, or a request whose reused socket was stale before the write, is dispatched again
+    assert status["requests"] == 40 + status["retries"] + status["redispatched"]
     server.stop()
 
 
