@@ -22,6 +22,7 @@ __all__ = [
     "NetworkError",
     "ConnectionRefused",
     "ConnectionReset",
+    "StaleSocket",
     "RequestTimeout",
     "HttpParseError",
     "ThreadError",
