@@ -458,7 +458,7 @@ class Agent(EventEmitter):
             return
         socket.freed_at = time.monotonic()
         socket._start_idle_timer(getattr(socket, "_free_timeout", self.free_socket_timeout))
-        socket._watch_idle_soon()
+        socket._watch_idle()
         free.append(socket)
 
     def _older_waiter_elsewhere(self, name: str, seq: float) -> bool:

@@ -58,8 +58,6 @@ def _is_ip(host: str) -> int:
         return 0
 
 
-#: Seconds a free socket stays idle before its read watcher starts (see ``_watch_idle_soon``).
-WATCH_GRACE = 0.02
 _PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
 # The unpatched poll (gunicorn and locust monkey-patch after import); used with timeout 0 only.
 _poll = gevent.monkey.get_original("select", "poll") if hasattr(_select, "poll") else None
@@ -186,9 +184,9 @@ class _TimerList:
 
 
 class _HubState:
-    """What the sockets of one hub share: the cork and the timer lists."""
+    """What the sockets of one hub share: the cork and the idle-limit timer lists."""
 
-    __slots__ = ("loop", "cork", "idle", "grace")
+    __slots__ = ("loop", "cork", "idle")
 
     #: At most this many idle-limit lists per hub; other limits use a timer per socket.
     MAX_LISTS = 16
@@ -197,7 +195,6 @@ class _HubState:
         self.loop = loop
         self.cork = _Cork(loop)
         self.idle: Dict[float, _TimerList] = {}
-        self.grace: Optional[_TimerList] = None
 
     def idle_list(self, seconds: float) -> Optional[_TimerList]:
         lst = self.idle.get(seconds)
@@ -212,12 +209,6 @@ class _HubState:
                 if len(self.idle) >= self.MAX_LISTS:
                     return None
             lst = self.idle[seconds] = _TimerList(self.loop, seconds, Socket._on_idle_timer)
-        return lst
-
-    def grace_list(self) -> _TimerList:
-        lst = self.grace
-        if lst is None or lst.seconds != WATCH_GRACE:
-            lst = self.grace = _TimerList(self.loop, WATCH_GRACE, Socket._on_grace)
         return lst
 
 
@@ -289,7 +280,6 @@ class Socket(EventEmitter):
         "_check_stale",
         "_hub",
         "_idle_list",
-        "_grace_list",
     )
 
     def __init__(self, options: Optional[Dict[str, Any]] = None, sock: Any = None) -> None:
@@ -317,7 +307,6 @@ class Socket(EventEmitter):
         self._watcher: Any = None
         self._hub: Any = None  # this hub's _HubState (cork, timer lists)
         self._idle_list: Any = None  # the _TimerList this free socket's idle limit is in
-        self._grace_list: Any = None  # the _TimerList before its idle read watcher starts
         self._keep_alive_state: Any = None
         self._raw: Any = None  # the C socket of a plain (non-TLS) gevent socket, for fast writes
         self._corked: Any = None  # bytes waiting in the hub's cork (see send_corked)
@@ -723,7 +712,10 @@ class Socket(EventEmitter):
         return "unexpected_data" if data else "server_close"
 
     def _watch_idle(self) -> None:
-        """While free: an unref'd read watcher notices FIN, RST or stray bytes at once."""
+        """While free: an unref'd read watcher notices FIN, RST or stray bytes at once (Node reads
+        its free sockets). It starts in the same hub round as the response's read ends and stops
+        in the round the socket is reused, so the fd's epoll interest never drops to nothing and
+        libev makes no epoll_ctl call per request (with a 20 ms delay it made one: ``EEXIST``)."""
         sock = self._sock
         if sock is None or self.destroyed:
             return
@@ -732,29 +724,7 @@ class Socket(EventEmitter):
             watcher = self._watcher = gevent.get_hub().loop.io(sock.fileno(), 1, ref=False)
         watcher.start(self._on_idle_readable)
 
-    def _watch_idle_soon(self) -> None:
-        """Start the idle read watcher after ``WATCH_GRACE`` seconds of idleness: a busy socket,
-        pooled and reused many times a second, then never pays for epoll changes (the peek before
-        reuse still catches a socket that died in between)."""
-        lst = self._grace_list
-        if lst is not None:
-            lst.discard(self)
-        hub = self._hub
-        if hub is None:
-            hub = self._hub = _hub_state()
-        lst = self._grace_list = hub.grace_list()
-        lst.add(self)
-
-    def _on_grace(self) -> None:
-        self._grace_list = None
-        if not self.destroyed:
-            self._watch_idle()
-
     def _unwatch_idle(self) -> None:
-        lst = self._grace_list
-        if lst is not None:
-            self._grace_list = None
-            lst.discard(self)
         watcher = self._watcher
         if watcher is not None:
             watcher.stop()
@@ -818,11 +788,10 @@ class Socket(EventEmitter):
                 pass
 
     def _unlist(self) -> None:
-        for name in ("_idle_list", "_grace_list"):
-            lst = getattr(self, name)
-            if lst is not None:
-                setattr(self, name, None)
-                lst.discard(self)
+        lst = self._idle_list
+        if lst is not None:
+            self._idle_list = None
+            lst.discard(self)
 
     def __enter__(self) -> "Socket":
         return self

@@ -1,6 +1,6 @@
 """Idle limits of free sockets in per-hub timer lists (Node's timer lists: one list and one timer
 per duration): order, reuse before the deadline, ref(), the fallback to a timer per socket, and
-a failing listener that must not stop the others."""
+a failing listener that must not stop the others. Also: a free socket's read watcher."""
 
 from __future__ import annotations
 
@@ -89,10 +89,10 @@ def test_destroy_takes_a_free_socket_off_its_lists(make_server, make_agent):
     agent = make_agent(keep_alive=True, free_socket_timeout=0.2)
     ga.get(server.url("/"), agent=agent).read()
     sock = next(iter(agent.free_sockets.values()))[0]
-    idle, grace = sock._idle_list, sock._grace_list
-    assert sock in idle.entries and sock in grace.entries
+    idle = sock._idle_list
+    assert sock in idle.entries and sock._watcher.active
     sock.destroy()
-    assert sock not in idle.entries and sock not in grace.entries
+    assert sock not in idle.entries and sock._watcher is None
 
 
 def test_pool_idle_timeout_closes_many_free_sockets_with_one_timer(make_server, make_agent):
