@@ -79,6 +79,24 @@ def _default_agent(protocol: Optional[str]) -> Any:
     return pkg.global_agent
 
 
+def _url_template(url: str) -> Tuple[str, str, Optional[int], str, Optional[str]]:
+    """``(protocol, hostname, port or None, path, auth or None)`` of a URL, validated once and cached."""
+    template = _TEMPLATES.get(url)
+    if template is None:
+        opts = _parse_url(url)
+        path = opts["path"]
+        if _INVALID_PATH.search(path):
+            raise UnescapedCharactersError("Request path contains unescaped characters")
+        template = (opts["protocol"], opts["hostname"], opts.get("port"), path, opts.get("auth"))
+        if len(_TEMPLATES) >= 2048:
+            _TEMPLATES.clear()
+        _TEMPLATES[url] = template
+    return template
+
+
+_TEMPLATES: Dict[str, Tuple[str, str, Optional[int], str, Optional[str]]] = {}
+
+
 def _options_from_url(url: str) -> Dict[str, Any]:
     """Node-style options from a URL (cached: services call the same URLs again and again)."""
     return _parse_url(url).copy()
@@ -168,6 +186,122 @@ class ClientRequest(EventEmitter):
         timeout: Optional[float] = None,
         **options: Any,
     ) -> None:
+        if not options and type(url) is str:
+            # The common case, a URL and nothing else: its parts come parsed and validated from a
+            # per-URL cache, and no options dict is built.
+            template = _url_template(url)
+            protocol, host, port, path, auth = template
+            default_agent = _default_agent(protocol)
+            opts: Any = None
+            set_host = True
+            default_port = None
+            max_header_size = None
+            retry = _UNSET
+        else:
+            opts = self._gather(url, method, headers, agent, timeout, options)
+            method, headers, timeout = opts.get("method"), opts.get("headers"), opts.get("timeout")
+            agent = opts.pop("agent", None)
+            default_agent = opts.pop("_default_agent", None) or _default_agent(opts.get("protocol"))
+            protocol = opts.get("protocol")
+            for key in ("hostname", "host"):
+                value = opts.get(key)
+                if value is not None and not isinstance(value, str):
+                    raise InvalidArgTypeError(
+                        'The "options.%s" property must be of type string. Received type %s'
+                        % (key, type(value).__name__)
+                    )
+            host = opts.get("hostname") or opts.get("host") or "localhost"
+            port = opts.get("port")
+            path = opts.get("path") or "/"
+            if not isinstance(path, str):
+                raise InvalidArgTypeError('The "options.path" property must be of type string. Received %r' % (path,))
+            if _INVALID_PATH.search(path):
+                raise UnescapedCharactersError("Request path contains unescaped characters")
+            auth = opts.get("auth")
+            set_host = opts.get("set_host", True)
+            default_port = opts.get("default_port")
+            max_header_size = opts.get("max_header_size")
+            retry = opts.get("retry", _UNSET)
+
+        if agent is False:
+            agent = type(default_agent)()
+        elif agent is None:
+            agent = default_agent
+        elif isinstance(agent, bool) or not callable(getattr(agent, "add_request", None)):
+            raise InvalidArgTypeError(
+                'The "options.agent" property must be one of Agent-like Object, None, or False. '
+                "Received type %s (%r)" % (type(agent).__name__, agent)
+            )
+        self.agent = agent
+        protocol = protocol or default_agent.protocol
+        expected = getattr(agent, "protocol", None) or default_agent.protocol
+        if protocol != expected:
+            raise InvalidProtocolError('Protocol "%s" not supported. Expected "%s"' % (protocol, expected))
+        self.protocol = protocol
+
+        default_port = default_port or getattr(agent, "default_port", None) or 80
+        port = port or default_port or 80
+        try:
+            port = int(port)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgTypeError('The "options.port" property must be a number. Received %r' % (port,)) from exc
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        self.host = host
+        self.port = port
+        self.timeout = None if timeout is None else validate_seconds("timeout", timeout)
+        self.max_header_size = max_header_size or MAX_HEADER_SIZE
+
+        method = method or "GET"
+        if not isinstance(method, str):
+            raise InvalidArgTypeError('The "method" argument must be of type string. Received %r' % (method,))
+        upper = _METHODS.get(method)
+        if upper is None:
+            upper = check_header_name(method).upper()
+            if len(_METHODS) < 64:
+                _METHODS[method] = upper
+        self.method = upper
+        self.path = path
+
+        self._headers: Dict[str, Tuple[str, Any]] = {}
+        self._head_sent = False
+        if headers:
+            items = headers.items() if isinstance(headers, Mapping) else headers
+            for name, value in items:
+                self.set_header(name, value)
+        if set_host and "host" not in self._headers:
+            host_header = "[%s]" % host if ":" in host else host
+            if port != default_port:
+                host_header += ":%d" % port
+            if _INVALID_HOST.search(host_header):
+                raise UnescapedCharactersError("Invalid host: %r" % (host,))
+            self._headers["host"] = ("Host", host_header)
+        if auth and "authorization" not in self._headers:
+            token = base64.b64encode(auth.encode("utf-8") if isinstance(auth, str) else auth).decode("ascii")
+            self.set_header("Authorization", "Basic " + token)
+
+        # §4.1 step 7: a keep_alive=False agent with unlimited max_sockets sends Connection: close.
+        self.should_keep_alive = not (
+            not getattr(agent, "keep_alive", False) and getattr(agent, "max_sockets", math.inf) == math.inf
+        )
+
+        if opts is None:
+            conn: Dict[str, Any] = {"host": host, "port": port}
+            if timeout is not None:
+                conn["timeout"] = timeout
+        else:
+            conn = {key: value for key, value in opts.items() if key not in _NOT_CONNECT_OPTIONS}
+            conn["host"] = host
+            conn["port"] = port
+        self._connect_options = conn
+
+        self.retry = getattr(agent, "retry", "idempotent") if retry is _UNSET else validate_retry(retry)
+
+    @staticmethod
+    def _gather(
+        url: Any, method: Any, headers: Any, agent: Any, timeout: Any, options: Dict[str, Any]
+    ) -> Dict[str, Any]:
+        """One options dict from a URL or Node-style options and the keyword arguments."""
         opts: Dict[str, Any]
         if url is None:
             opts = {}
@@ -179,7 +313,6 @@ class ClientRequest(EventEmitter):
             raise InvalidArgTypeError(
                 'The "url" argument must be of type str or a mapping. Received type %s' % type(url).__name__
             )
-        has_agent = "agent" in opts
         for key, value in options.items():
             opts[key] = value
         if method is not None:
@@ -188,96 +321,9 @@ class ClientRequest(EventEmitter):
             opts["headers"] = headers
         if agent is not None:
             opts["agent"] = agent
-            has_agent = True
         if timeout is not None:
             opts["timeout"] = timeout
-
-        default_agent = opts.pop("_default_agent", None) or _default_agent(opts.get("protocol"))
-        agent = opts.pop("agent", None) if has_agent else None
-        if agent is False:
-            agent = type(default_agent)()
-        elif agent is None:
-            agent = default_agent
-        elif isinstance(agent, bool) or not callable(getattr(agent, "add_request", None)):
-            raise InvalidArgTypeError(
-                'The "options.agent" property must be one of Agent-like Object, None, or False. '
-                "Received type %s (%r)" % (type(agent).__name__, agent)
-            )
-        self.agent = agent
-        protocol = opts.get("protocol") or default_agent.protocol
-        expected = getattr(agent, "protocol", None) or default_agent.protocol
-        if protocol != expected:
-            raise InvalidProtocolError('Protocol "%s" not supported. Expected "%s"' % (protocol, expected))
-        self.protocol = protocol
-
-        default_port = opts.get("default_port") or getattr(agent, "default_port", None) or 80
-        port = opts.get("port") or default_port or 80
-        try:
-            port = int(port)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgTypeError('The "options.port" property must be a number. Received %r' % (port,)) from exc
-        for key in ("hostname", "host"):
-            value = opts.get(key)
-            if value is not None and not isinstance(value, str):
-                raise InvalidArgTypeError(
-                    'The "options.%s" property must be of type string. Received type %s' % (key, type(value).__name__)
-                )
-        host = opts.get("hostname") or opts.get("host") or "localhost"
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        self.host = host
-        self.port = port
-        timeout = opts.get("timeout")
-        self.timeout = None if timeout is None else validate_seconds("timeout", timeout)
-        self.max_header_size = opts.get("max_header_size") or MAX_HEADER_SIZE
-
-        method = opts.get("method") or "GET"
-        if not isinstance(method, str):
-            raise InvalidArgTypeError('The "method" argument must be of type string. Received %r' % (method,))
-        upper = _METHODS.get(method)
-        if upper is None:
-            upper = check_header_name(method).upper()
-            if len(_METHODS) < 64:
-                _METHODS[method] = upper
-        self.method = upper
-        path = opts.get("path") or "/"
-        if not isinstance(path, str):
-            raise InvalidArgTypeError('The "options.path" property must be of type string. Received %r' % (path,))
-        if _INVALID_PATH.search(path):
-            raise UnescapedCharactersError("Request path contains unescaped characters")
-        self.path = path
-
-        self._headers: Dict[str, Tuple[str, Any]] = {}
-        self._head_sent = False
-        raw = opts.get("headers")
-        if raw:
-            items = raw.items() if isinstance(raw, Mapping) else raw
-            for name, value in items:
-                self.set_header(name, value)
-        if opts.get("set_host", True) and "host" not in self._headers:
-            host_header = "[%s]" % host if ":" in host else host
-            if port != default_port:
-                host_header += ":%d" % port
-            if _INVALID_HOST.search(host_header):
-                raise UnescapedCharactersError("Invalid host: %r" % (host,))
-            self._headers["host"] = ("Host", host_header)
-        auth = opts.get("auth")
-        if auth and "authorization" not in self._headers:
-            token = base64.b64encode(auth.encode("utf-8") if isinstance(auth, str) else auth).decode("ascii")
-            self.set_header("Authorization", "Basic " + token)
-
-        # §4.1 step 7: a keep_alive=False agent with unlimited max_sockets sends Connection: close.
-        self.should_keep_alive = not (
-            not getattr(agent, "keep_alive", False) and getattr(agent, "max_sockets", math.inf) == math.inf
-        )
-
-        conn = {key: value for key, value in opts.items() if key not in _NOT_CONNECT_OPTIONS}
-        conn["host"] = host
-        conn["port"] = port
-        self._connect_options = conn
-
-        retry = opts.get("retry", _UNSET)
-        self.retry = getattr(agent, "retry", "idempotent") if retry is _UNSET else validate_retry(retry)
+        return opts
 
     def __repr__(self) -> str:
         return "<ClientRequest %s %s%s>" % (self.method, self.host, self.path)

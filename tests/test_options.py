@@ -182,3 +182,40 @@ def test_invalid_url_raises():
     with pytest.raises(ValueError) as info:
         ga.get("not a url")
     assert info.value.code == "ERR_INVALID_URL"
+
+
+# A URL with no other option takes a cached, pre-validated template; the same request built through
+# the general path (any extra option forces it) must come out the same.
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/tiny",
+        "http://example.test/a/b?x=1&y=2",
+        "http://user:p%40ss@example.test:80/auth",
+        "http://[::1]:9000/v6",
+        "HTTP://Example.TEST",
+    ],
+)
+@pytest.mark.parametrize("kw", [{}, {"method": "post", "headers": {"X-A": "1"}, "timeout": 2.5}])
+def test_url_fast_path_builds_the_same_request_as_the_general_path(url, kw, make_agent):
+    agent = make_agent(keep_alive=True)
+    fast = ga.ClientRequest(url, agent=agent, **kw)
+    general = ga.ClientRequest(url, agent=agent, set_host=True, **kw)
+    for attr in ("protocol", "host", "port", "path", "method", "timeout", "retry", "should_keep_alive"):
+        assert getattr(fast, attr) == getattr(general, attr), attr
+    assert fast._headers == general._headers
+    assert fast._connect_options == general._connect_options
+    assert agent.get_name(fast._connect_options) == agent.get_name(general._connect_options)
+
+
+@pytest.mark.parametrize("extra", [{}, {"set_host": True}], ids=["fast", "general"])
+def test_url_errors_are_the_same_on_both_paths(extra):
+    with pytest.raises(GeventAgentError) as info:
+        ga.ClientRequest("http://example.test/a b", **extra)
+    assert info.value.code == "ERR_UNESCAPED_CHARACTERS"
+    with pytest.raises(GeventAgentError) as info:
+        ga.ClientRequest("not a url", **extra)
+    assert info.value.code == "ERR_INVALID_URL"
+    with pytest.raises(GeventAgentError) as info:
+        ga.ClientRequest("https://example.test/", agent=ga.Agent(), **extra)
+    assert info.value.code == "ERR_INVALID_PROTOCOL"
