@@ -95,6 +95,8 @@ def _url_template(url: str) -> Tuple[str, str, Optional[int], str, Optional[str]
 
 
 _TEMPLATES: Dict[str, Tuple[str, str, Optional[int], str, Optional[str]]] = {}
+#: Encoded request heads of requests whose only header is the Host header we set.
+_HEADS: Dict[Tuple[Any, ...], bytes] = {}
 
 
 def _options_from_url(url: str) -> Dict[str, Any]:
@@ -458,7 +460,18 @@ class ClientRequest(EventEmitter):
         """Acquire a socket and write the head (and ``first`` body bytes). ``whole``: that is the
         entire request, so the write may be corked with other greenlets' (``Socket.send_corked``)."""
         socket = self._acquire_socket()
-        head = encode_head(self.method, self.path, self._head_pairs(length, chunked))
+        headers = self._headers
+        if len(headers) == 1 and "host" in headers:
+            # Only the Host header we set: the head is a function of a few values; cache it.
+            key = (self.method, self.path, headers["host"][1], self.should_keep_alive, length, chunked)
+            head = _HEADS.get(key)
+            if head is None:
+                head = encode_head(self.method, self.path, self._head_pairs(length, chunked))
+                if len(_HEADS) >= 4096:
+                    _HEADS.clear()
+                _HEADS[key] = head
+        else:
+            head = encode_head(self.method, self.path, self._head_pairs(length, chunked))
         self._head_sent = True
         self._chunked = chunked
         if whole:

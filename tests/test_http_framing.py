@@ -393,3 +393,45 @@ def test_user_connection_close_is_never_pooled(make_server, make_agent):
     assert req.end().read() == b"ok"
     assert server.requests[-1].headers["connection"] == "close"
     assert agent.free_sockets == {} and agent.total_socket_count == 0
+
+
+def test_cached_request_heads_follow_every_input(make_server, make_agent):
+    # Heads of requests whose only header is Host are cached; each input of the head must still
+    # show in what the server receives.
+    server = make_server()
+    keep = make_agent(keep_alive=True)
+    close = make_agent(keep_alive=False)
+    calls = [
+        ("GET", "/a", None, keep),
+        ("GET", "/a", None, keep),
+        ("POST", "/a", b"abc", keep),
+        ("POST", "/a", b"abcde", keep),
+        ("POST", "/a", b"", keep),
+        ("DELETE", "/b?q=1", None, keep),
+        ("GET", "/a", None, close),
+        ("GET", "/a", (b for b in [b"x", b"y"]), keep),
+    ]
+    for method, path, body, agent in calls:
+        ga.request(method, server.url(path), body=body, agent=agent).read()
+    seen = [
+        (
+            r.method,
+            r.path,
+            r.headers.get("connection"),
+            r.headers.get("content-length"),
+            r.headers.get("transfer-encoding"),
+        )
+        for r in server.requests
+    ]
+    assert seen == [
+        ("GET", "/a", "keep-alive", None, None),
+        ("GET", "/a", "keep-alive", None, None),
+        ("POST", "/a", "keep-alive", "3", None),
+        ("POST", "/a", "keep-alive", "5", None),
+        ("POST", "/a", "keep-alive", "0", None),
+        ("DELETE", "/b?q=1", "keep-alive", None, None),
+        ("GET", "/a", "close", None, None),
+        ("GET", "/a", "keep-alive", None, "chunked"),
+    ]
+    assert [r.body for r in server.requests][2:5] == [b"abc", b"abcde", b""]
+    assert all(r.headers["host"] == "127.0.0.1:%d" % server.port for r in server.requests)
