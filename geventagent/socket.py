@@ -70,7 +70,7 @@ CORK_MAX = 16384
 
 class _Cork:
     """The corked writes of one hub, sent back to back when the hub next runs its callbacks
-    (before it polls for I/O), then their greenlets are woken.
+    (before it polls for I/O).
 
     Why: every ``send()`` wakes the peer's process. On loopback (a sidecar, a local proxy) and
     on virtual machines that wake-up costs more than the rest of the system call, and a burst
@@ -100,29 +100,36 @@ class _Cork:
         if check:
             _check_stale_sockets(check)
         for sock in pending:
-            sock._uncork()
+            try:
+                sock._uncork()
+            except Exception as exc:  # noqa: BLE001  (one socket's failure must not hold the others)
+                sock._corked = None
+                sock._cork_after = exc
+                if sock._cork_waiting and sock._sock is not None:
+                    sock._sock.hub.cancel_wait(sock._sock._read_event, _CorkWake())
 
 
 def _check_stale_sockets(socks: list) -> None:
     """Just before a round's corked writes: are any of these reused sockets readable (FIN, RST or
     stray bytes from an idle server)? One ``poll()`` for all of them instead of a peek each; a
     readable one is peeked to learn why, and its write is replaced by :class:`StaleSocket`."""
-    ready = None
+    for sock in socks:
+        sock._check_stale = False
+    ready = socks  # without poll(): peek each
     if _poll is not None:
-        poller = _poll()
-        fds = {}
-        for sock in socks:
-            sock._check_stale = False
-            raw = sock._raw
-            if raw is not None and sock._corked is not None:
-                fd = raw.fileno()
-                fds[fd] = sock
-                poller.register(fd, _POLL_STALE)
-        ready = [fds[fd] for fd, _ in poller.poll(0) if fd in fds]
-    else:
-        for sock in socks:
-            sock._check_stale = False
-        ready = socks
+        try:
+            poller = _poll()
+            fds = {}
+            for sock in socks:
+                raw = sock._raw  # None once destroyed
+                if raw is not None and sock._corked is not None:
+                    fd = raw.fileno()
+                    if fd >= 0:
+                        fds[fd] = sock
+                        poller.register(fd, _POLL_STALE)
+            ready = [fds[fd] for fd, _ in poller.poll(0) if fd in fds]
+        except (OSError, ValueError):
+            ready = socks
     for sock in ready:
         reason = sock._peek()
         if reason is not None and sock._corked is not None:

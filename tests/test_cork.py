@@ -262,3 +262,20 @@ def test_stale_check_is_one_poll_for_a_round_of_reused_sockets(make_server, make
     assert results == [b"ok"] * 8
     assert polls == [1] and peeks == []  # eight reused sockets, one poll() and no peek
     assert agent.counters["reused"] >= 8 and server.connections_total == 8
+
+
+def test_a_destroyed_socket_in_the_round_does_not_hold_back_the_others(raw_server):
+    srv = raw_server()
+    gone, kept = connected(srv.port), connected(srv.port)
+    wait_for(lambda: len(srv.received) == 2)
+    for sock in (gone, kept):
+        sock._check_stale = True  # as if both were reused from the pool
+        sock.send_corked(b"req")
+    gone.destroy()
+    gevent.sleep(0)
+    wait_for(lambda: sum(len(r) for r in srv.received) == 3)
+    assert sorted(bytes(r) for r in srv.received) == [b"", b"req"]
+    assert kept.bytes_written == 3 and gone.bytes_written == 0
+    with pytest.raises(ConnectionReset):
+        gone._await_cork(True)
+    kept.destroy()
