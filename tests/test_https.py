@@ -3,6 +3,7 @@ Mirrors Node's https tests of node-agent.md §9 (items 2, 3, 47-52)."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 
 import gevent
@@ -12,6 +13,7 @@ from gevent import ssl as gssl
 from gevent.server import StreamServer
 
 import geventagent as ga
+from geventagent.testing import Response
 
 from .conftest import spawn_all
 
@@ -289,3 +291,18 @@ def test_leaf_without_its_intermediate_is_rejected(tls_server, https_agent, ca, 
     with pytest.raises(ga.GeventAgentError) as info:
         ga.get(server.url("/", host="localhost"), agent=https_agent())
     assert info.value.code == "UNABLE_TO_GET_ISSUER_CERT_LOCALLY"
+
+
+def test_post_on_a_tls_socket_the_server_just_closed_goes_out_once_on_a_new_connection(tls_server, https_agent):
+    # TLS writes are not corked: the write peeks first (TLS-aware), finds the FIN and the request
+    # goes out on a new connection, whatever its method and retry policy.
+    bodies = []
+    server = tls_server(lambda req: (bodies.append(req.body), Response(200, b"%d" % len(req.body)))[1])
+    agent = https_agent(keep_alive=True, max_sockets=1, retry=False)
+    assert ga.get(server.url("/first", host="localhost"), agent=agent).read() == b"0"
+    [conn] = [c for c in server.connections if not c.closed]
+    conn.sock.shutdown(socket.SHUT_WR)  # FIN now; no yield before the POST
+    res = ga.request("POST", server.url("/post", host="localhost"), agent=agent, body=b"tls")
+    assert res.read() == b"3"
+    assert bodies == [b"", b"tls"]
+    assert agent.counters["redispatched"] == 1 and server.connections_total == 2
