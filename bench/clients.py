@@ -134,6 +134,23 @@ def make_httpx():
     return fetch
 
 
+def _probe_response(request: bytes) -> tuple:
+    """``(head length, body length)`` of the server's answer to ``request`` (the floors read
+    fixed-size responses)."""
+    from gevent import socket
+
+    probe = socket.create_connection(("127.0.0.1", PORT))
+    probe.sendall(request)
+    first = b""
+    while b"\r\n\r\n" not in first:
+        first += probe.recv(65536)
+    probe.close()
+    head_end = first.index(b"\r\n\r\n") + 4
+    lines = first[:head_end].split(b"\r\n")
+    length = int([line.split(b":")[1] for line in lines if line.lower().startswith(b"content-length")][0])
+    return head_end, length
+
+
 def make_rawpool():
     """The floor of a pool on gevent: a semaphore and a list of free sockets per origin, a fixed
     request written, a fixed-size response read; no HTTP parsing, no checks, no timers. Its
@@ -145,8 +162,9 @@ def make_rawpool():
     from gevent.lock import Semaphore
 
     request = ("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % (METHOD, PATH)).encode()
+    head_len, body_len = _probe_response(request)  # every origin serves the same response
+    expected = head_len + body_len
     pools: dict = {}
-    expected = []
 
     def fetch(url):
         port = int(url.split(":")[2].split("/")[0])
@@ -159,16 +177,10 @@ def make_rawpool():
             sock = free.pop() if free else socket.create_connection(("127.0.0.1", port))
             sock.sendall(request)
             data = sock.recv(65536)
-            if not expected:
-                while b"\r\n\r\n" not in data:
-                    data += sock.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                expected[:] = [len(head) + 4 + length, length]
-            while len(data) < expected[0]:
+            while len(data) < expected:
                 data += sock.recv(65536)
             free.append(sock)
-            return expected[1]
+            return body_len
         finally:
             slots.release()
 
@@ -182,19 +194,8 @@ def run_raw() -> dict:
         "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s" % (METHOD, PATH, "Content-Length: %d\r\n" % len(BODY) if BODY else "")
     ).encode()
     request = head + (b"Connection: keep-alive\r\n\r\n" if KEEP_ALIVE else b"Connection: close\r\n\r\n") + (BODY or b"")
-    probe = socket.create_connection(("127.0.0.1", PORT))
-    probe.sendall(request)
-    first = b""
-    while b"\r\n\r\n" not in first:
-        first += probe.recv(65536)
-    head_end = first.index(b"\r\n\r\n") + 4
-    length = int(
-        [line.split(b":")[1] for line in first[:head_end].split(b"\r\n") if line.lower().startswith(b"content-length")][
-            0
-        ]
-    )
+    head_end, length = _probe_response(request)
     expected = head_end + length
-    probe.close()
     done = [0, 0]
     per = REQUESTS // CONNS
 
