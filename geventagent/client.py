@@ -618,7 +618,8 @@ class ClientRequest(EventEmitter):
         request that may have been written (counted, and allowed once); else nothing was written."""
         socket = self.socket
         if socket is not None and not socket.destroyed:
-            socket.close_reason = socket.close_reason if not count and socket.close_reason else "stale"
+            if count or not socket.close_reason:  # a stale socket found before the write keeps its reason
+                socket.close_reason = "stale"
             socket.destroy()
         if count:
             counters = getattr(self.agent, "counters", None)
