@@ -456,9 +456,7 @@ class Agent(EventEmitter):
         self.remove_socket(socket, options)
         if socket.destroyed:
             return
-        socket.freed_at = time.monotonic()
-        socket._start_idle_timer(getattr(socket, "_free_timeout", self.free_socket_timeout))
-        socket._watch_idle()
+        socket._pool(getattr(socket, "_free_timeout", self.free_socket_timeout))
         free.append(socket)
 
     def _older_waiter_elsewhere(self, name: str, seq: float) -> bool:
@@ -595,10 +593,8 @@ class Agent(EventEmitter):
     def reuse_socket(self, socket: Socket, req: Any) -> None:
         """Hook: a free socket is taken for ``req``: stop its idle timer, mark
         ``req.reused_socket = True`` and ``ref()`` it. Ports Node's ``reuseSocket`` (§5.3)."""
-        socket._stop_idle_timer()
-        socket._unwatch_idle()
+        socket._reuse()  # idle timer and watcher stopped, ref()'d
         req.reused_socket = True
-        socket.ref()
 
     def _set_request_socket(self, req: Any, socket: Socket) -> None:
         timeout = getattr(req, "timeout", None)

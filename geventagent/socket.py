@@ -14,7 +14,6 @@ import select as _select
 import socket as _stdsocket
 import sys
 import time
-from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional
 
 import gevent
@@ -62,6 +61,7 @@ _PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
 # The unpatched poll (gunicorn and locust monkey-patch after import); used with timeout 0 only.
 _poll = gevent.monkey.get_original("select", "poll") if hasattr(_select, "poll") else None
 _POLL_STALE = getattr(_select, "POLLIN", 1) | getattr(_select, "POLLPRI", 2) | getattr(_select, "POLLRDHUP", 0x2000)
+_INF = float("inf")
 _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
 
 #: Writes up to this many bytes may be corked (see ``Socket.send_corked``).
@@ -155,7 +155,9 @@ class _TimerList:
     def __init__(self, loop: Any, seconds: float, expire: Callable[["Socket"], None]) -> None:
         self.loop = loop
         self.seconds = seconds
-        self.entries: "OrderedDict[Socket, float]" = OrderedDict()
+        # A plain dict keeps insertion order and pops in O(1); an entry's deadline only grows
+        # with its position, as every socket in the list waits the same ``seconds``.
+        self.entries: "Dict[Socket, float]" = {}
         self.timer: Any = None
         self.expire = expire
 
@@ -177,17 +179,25 @@ class _TimerList:
             timer.close()
         entries = self.entries
         now = time.monotonic() + 0.0005  # libev may fire a little early
-        while entries:
-            sock = next(iter(entries))
-            deadline = entries[sock]
+        due = []
+        for sock, deadline in entries.items():
             if deadline > now:
-                self._arm(deadline - now)
-                return
+                break
+            due.append(sock)
+        for sock in due:
             del entries[sock]
+        for sock in due:
+            if sock in entries or getattr(sock, "_idle_list", self) is not self:
+                continue  # taken or listed again by an earlier socket's listener
             try:
                 self.expire(sock)
             except Exception:  # noqa: BLE001  (a listener's error must not stop the other sockets)
                 gevent.get_hub().handle_error(sock, *sys.exc_info())
+        if self.timer is not None:  # armed by a listener's pooling: re-arm for the head
+            self.timer.close()
+            self.timer = None
+        if entries:
+            self._arm(next(iter(entries.values())) - time.monotonic())
 
 
 class _HubState:
@@ -657,7 +667,7 @@ class Socket(EventEmitter):
         (:class:`_TimerList`). A ref'd one has a timer of its own: a libev timer that is stopped
         resumes with its *remaining* time and one that fired restarts at once, so it repeats with
         ``repeat=seconds`` and is restarted with ``again()``, which always counts from now."""
-        if seconds is None or seconds <= 0 or seconds == float("inf"):
+        if seconds is None or seconds <= 0 or seconds == _INF:
             return
         lst = self._idle_list
         if lst is not None:
@@ -682,6 +692,47 @@ class Socket(EventEmitter):
             timer = self._timer = gevent.get_hub().loop.timer(seconds, seconds, ref=self._refed)
             self._timer_after = seconds
         timer.again(self._on_idle_timer, update=True)
+
+    def _pool(self, seconds: float) -> None:
+        """The agent pools this socket: idle from now, ``'timeout'`` after ``seconds`` (none if
+        not positive or infinite), watched for FIN, RST or stray bytes. One call on the hot path
+        for what ``freed_at``, :meth:`_start_idle_timer` and :meth:`_watch_idle` do."""
+        now = self.freed_at = time.monotonic()
+        if seconds is not None and 0 < seconds < _INF:
+            if self._refed or self._idle_list is not None:
+                self._start_idle_timer(seconds)
+            else:
+                hub = self._hub
+                if hub is None:
+                    hub = self._hub = _hub_state()
+                lst = hub.idle.get(seconds) or hub.idle_list(seconds)
+                if lst is None:
+                    self._start_idle_timer(seconds)
+                else:
+                    timer = self._timer
+                    if timer is not None:
+                        timer.stop()
+                    self._idle_list = lst
+                    lst.entries[self] = now + seconds
+                    if lst.timer is None:
+                        lst._arm(seconds)
+        self._watch_idle()
+
+    def _reuse(self) -> None:
+        """The agent takes this free socket for a request: what :meth:`_stop_idle_timer`,
+        :meth:`_unwatch_idle` and :meth:`ref` do, in one call."""
+        lst = self._idle_list
+        if lst is not None:
+            self._idle_list = None
+            lst.entries.pop(self, None)
+        timer = self._timer
+        if timer is not None:
+            timer.stop()
+            timer.ref = True
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.stop()
+        self._refed = True
 
     def _stop_idle_timer(self) -> None:
         lst = self._idle_list
