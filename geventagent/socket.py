@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import _socket
 import os
-import select as _select
 import socket as _stdsocket
 import sys
 import time
 from typing import Any, Callable, Dict, Optional
 
 import gevent
-import gevent.monkey
 from gevent import socket as gsocket
 
 from .errors import GeventAgentError, RequestTimeout, StaleSocket, from_os_error, socket_hang_up
@@ -58,9 +56,6 @@ def _is_ip(host: str) -> int:
 
 
 _PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
-# The unpatched poll (gunicorn and locust monkey-patch after import); used with timeout 0 only.
-_poll = gevent.monkey.get_original("select", "poll") if hasattr(_select, "poll") else None
-_POLL_STALE = getattr(_select, "POLLIN", 1) | getattr(_select, "POLLPRI", 2) | getattr(_select, "POLLRDHUP", 0x2000)
 _INF = float("inf")
 _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
 
@@ -78,14 +73,24 @@ class _Cork:
     Node's ``socket.cork()`` holds one socket's writes until ``process.nextTick``; this holds
     every small request write of the hub's current round, which is at most the time the
     greenlets that are ready now take to yield. A greenlet waits for its response as usual;
-    one whose write failed or was partial is woken (``cancel_wait``) to raise or finish it."""
+    one whose write failed or was partial is woken (``cancel_wait``) to raise or finish it.
 
-    __slots__ = ("loop", "pending", "scheduled")
+    Writes on sockets just reused from the pool (``Socket._check_stale``) wait one step more:
+    the hub polls once without blocking, and a check watcher (which libev runs right after the
+    poll, before any I/O callback) sends them. A socket whose idle read watcher (still running)
+    became ready in that poll is peeked, and its write becomes :class:`StaleSocket`: the
+    server's FIN or RST is seen up to the moment of the write, with no system call for the
+    healthy sockets."""
+
+    __slots__ = ("loop", "pending", "scheduled", "after_poll", "check", "idle")
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
         self.pending: list = []
         self.scheduled = False
+        self.after_poll: list = []
+        self.check: Any = None
+        self.idle: Any = None
 
     def add(self, sock: "Socket") -> None:
         self.pending.append(sock)
@@ -96,46 +101,55 @@ class _Cork:
     def flush(self) -> None:
         self.scheduled = False
         pending, self.pending = self.pending, []
-        check = [sock for sock in pending if sock._check_stale]
-        if check:
-            _check_stale_sockets(check)
         for sock in pending:
-            try:
-                sock._uncork()
-            except Exception as exc:  # noqa: BLE001  (one socket's failure must not hold the others)
-                sock._corked = None
-                sock._cork_after = exc
-                if sock._cork_waiting and sock._sock is not None:
-                    sock._sock.hub.cancel_wait(sock._sock._read_event, _CorkWake())
+            if sock._check_stale and sock._corked is not None:
+                self.after_poll.append(sock)
+                continue
+            _uncork(sock)
+        if self.after_poll:
+            check = self.check
+            if check is None:
+                check = self.check = self.loop.check(ref=True, priority=_EV_MAXPRI)
+                self.idle = self.loop.idle(ref=False)
+            if not check.active:
+                # The check watcher runs after the next poll; the idle watcher makes it not block.
+                check.start(self._after_poll)
+                self.idle.start(_noop)
+
+    def _after_poll(self) -> None:
+        self.check.stop()
+        self.idle.stop()
+        socks, self.after_poll = self.after_poll, []
+        for sock in socks:
+            if sock._check_stale:
+                sock._check_stale = False
+                watcher = sock._watcher
+                # Ready in this poll, or not watched through it: peek (a spurious wake-up is None).
+                # (libuv's watchers have no ``pending``: there every reused socket is peeked.)
+                if watcher is None or not watcher.active or getattr(watcher, "pending", True):
+                    reason = sock._peek()
+                    if reason is not None and sock._corked is not None:
+                        sock._mark_stale(reason)
+                if watcher is not None:
+                    watcher.stop()
+            _uncork(sock)
 
 
-def _check_stale_sockets(socks: list) -> None:
-    """Just before a round's corked writes: are any of these reused sockets readable (FIN, RST or
-    stray bytes from an idle server)? One ``poll()`` for all of them instead of a peek each; a
-    readable one is peeked to learn why, and its write is replaced by :class:`StaleSocket`."""
-    for sock in socks:
-        sock._check_stale = False
-    ready = socks  # without poll(): peek each
-    if _poll is not None:
-        try:
-            poller = _poll()
-            fds = {}
-            for sock in socks:
-                raw = sock._raw  # None once destroyed
-                if raw is not None and sock._corked is not None:
-                    fd = raw.fileno()
-                    if fd >= 0:
-                        fds[fd] = sock
-                        poller.register(fd, _POLL_STALE)
-            ready = [fds[fd] for fd, _ in poller.poll(0) if fd in fds]
-        except (OSError, ValueError):
-            ready = socks
-    for sock in ready:
-        reason = sock._peek()
-        if reason is not None and sock._corked is not None:
-            sock._corked = None
-            sock.close_reason = reason
-            sock._cork_after = StaleSocket(reason)
+def _noop() -> None:
+    pass
+
+
+_EV_MAXPRI = 2  # libev's EV_MAXPRI: the check watcher runs before same-round I/O callbacks
+
+
+def _uncork(sock: "Socket") -> None:
+    try:
+        sock._uncork()
+    except Exception as exc:  # noqa: BLE001  (one socket's failure must not hold the others)
+        sock._corked = None
+        sock._cork_after = exc
+        if sock._cork_waiting and sock._sock is not None:
+            sock._sock.hub.cancel_wait(sock._sock._read_event, _CorkWake())
 
 
 class _CorkWake(Exception):
@@ -474,6 +488,7 @@ class Socket(EventEmitter):
             self._await_cork(False)
         if self._check_stale:
             self._check_stale = False
+            self._unwatch_idle()
             reason = self._peek()
             if reason is not None:
                 self.close_reason = reason
@@ -698,6 +713,7 @@ class Socket(EventEmitter):
         not positive or infinite), watched for FIN, RST or stray bytes. One call on the hot path
         for what ``freed_at``, :meth:`_start_idle_timer` and :meth:`_watch_idle` do."""
         now = self.freed_at = time.monotonic()
+        self._check_stale = False
         if seconds is not None and 0 < seconds < _INF:
             if self._refed or self._idle_list is not None:
                 self._start_idle_timer(seconds)
@@ -730,8 +746,8 @@ class Socket(EventEmitter):
             timer.stop()
             timer.ref = True
         watcher = self._watcher
-        if watcher is not None:
-            watcher.stop()
+        if watcher is not None and not self._check_stale:
+            watcher.stop()  # else it watches on until the write (see _Cork)
         self._refed = True
 
     def _stop_idle_timer(self) -> None:
@@ -792,11 +808,24 @@ class Socket(EventEmitter):
         if reason is None:
             return  # spurious wake-up
         self._unwatch_idle()
+        if self._check_stale:  # taken for a request that has not written yet: it never will here
+            self._check_stale = False
+            self._mark_stale(reason)
+            return
         if not self.destroyed:
             self.close_reason = self.close_reason or reason
             if reason == "server_close" and self._events and "end" in self._events:
                 self.emit("end")
             self.destroy()
+
+    def _mark_stale(self, reason: str) -> None:
+        """Found closed (or with stray bytes) after a request took it, before its write: the
+        write is dropped and raises :class:`StaleSocket`, and the request goes out again on a
+        new connection (nothing of it reached the server)."""
+        self.close_reason = reason
+        self._corked = None
+        self._cork_after = StaleSocket(reason)
+        # A greenlet waiting in _await_cork is woken when the cork flushes (see _uncork).
 
     # -- teardown -------------------------------------------------------------------------------
     def destroy(self, exc: Optional[BaseException] = None) -> None:

@@ -249,19 +249,43 @@ def test_post_on_a_socket_the_server_just_closed_goes_out_once_on_a_new_connecti
     assert server.connections_total == 2
 
 
-def test_stale_check_is_one_poll_for_a_round_of_reused_sockets(make_server, make_agent, monkeypatch):
+@pytest.mark.skipif("libev" not in type(gevent.get_hub().loop).__module__, reason="libev's pending state")
+def test_healthy_reused_sockets_are_written_after_one_poll_without_a_peek(make_server, make_agent, monkeypatch):
     server = make_server(lambda req: Response(200, b"ok"))
     agent = make_agent(keep_alive=True, max_sockets=8)
     gevent.joinall([gevent.spawn(lambda: ga.get(server.url("/"), agent=agent).read()) for _ in range(8)])
     assert sum(len(g) for g in agent.free_sockets.values()) == 8
-    polls, peeks = [], []
-    original_poll, original_peek = gasocket._poll, ga.Socket._peek
-    monkeypatch.setattr(gasocket, "_poll", lambda: polls.append(1) or original_poll())
+    peeks, rounds = [], []
+    original_peek, original_after_poll = ga.Socket._peek, gasocket._Cork._after_poll
     monkeypatch.setattr(ga.Socket, "_peek", lambda self: peeks.append(self) or original_peek(self))
+    monkeypatch.setattr(
+        gasocket._Cork, "_after_poll", lambda self: rounds.append(len(self.after_poll)) or original_after_poll(self)
+    )
     results = spawn_all(*[lambda: ga.get(server.url("/"), agent=agent).read() for _ in range(8)])
     assert results == [b"ok"] * 8
-    assert polls == [1] and peeks == []  # eight reused sockets, one poll() and no peek
+    # eight reused sockets: their writes went out together after the hub's poll, and their idle
+    # watchers (still running) showed nothing to read, so no socket was peeked
+    assert rounds == [8] and peeks == []
     assert agent.counters["reused"] >= 8 and server.connections_total == 8
+
+
+def test_a_fin_seen_by_the_idle_watcher_after_reuse_makes_the_write_go_out_on_a_new_connection(make_server, make_agent):
+    # The request has the socket but has not written when the hub polls and the idle watcher
+    # reports the FIN: its write becomes StaleSocket and the POST goes out once, elsewhere.
+    bodies = []
+    server = make_server(lambda req: (bodies.append(req.body), Response(200, b"%d" % len(req.body)))[1])
+    agent = make_agent(keep_alive=True, max_sockets=1, retry=False)
+    assert ga.get(server.url("/first"), agent=agent).read() == b"0"
+    [conn] = [c for c in server.connections if not c.closed]
+    conn.sock.shutdown(stdsocket.SHUT_WR)
+    req = ga.ClientRequest(server.url("/post"), method="POST", agent=agent)
+    seen = []
+    req.on("socket", lambda sock: (seen.append(sock), gevent.sleep(0.05)))  # the hub polls meanwhile
+    res = req.end(b"body")
+    assert res.read() == b"4"
+    assert seen[0].destroyed and seen[0].close_reason == "server_close"
+    assert bodies == [b"", b"body"]
+    assert agent.counters["redispatched"] == 1 and agent.counters["retries"] == 0
 
 
 def test_a_destroyed_socket_in_the_round_does_not_hold_back_the_others(raw_server):
