@@ -156,27 +156,58 @@ class ClientRequest(EventEmitter):
     ``'response'``, ``'upgrade'``, ``'connect'``, ``'timeout'``, ``'error'``, ``'close'``.
     """
 
-    # Per-request state starts from these class-level defaults (fewer stores on the hot path).
-    reused_socket = False
-    retried = False
-    destroyed = False
-    finished = False
-    socket: Optional[Socket] = None
-    res: Optional[IncomingMessage] = None
-    _fresh = False
-    _stale_check_at_write = False  # the agent may leave the stale-socket check to the write
-    _dispatched = False
-    _chunked = False
-    _ended = False
-    _closed = False
-    _released = False
-    _socket_result: Optional[Tuple[Optional[Socket], Optional[BaseException]]] = None
-    _waiter: Optional[Waiter] = None
-    _queue_name: Optional[str] = None
-    _queue_seq = 0
-    _agent_options: Optional[Dict[str, Any]] = None
-    _parser: Optional[ResponseParser] = None
-    _t_dispatch = _t_socket = _t_connected = _t_sent = _t_first_byte = _t_headers = 0.0
+    # Slots: a request's state is an array, not a dict of 30-odd keys (which outgrows CPython's
+    # shared-key dicts and is rebuilt per request); a __dict__ is still there for user attributes.
+    __slots__ = (
+        "_events",
+        "_max_listeners",
+        "_warned",
+        "agent",
+        "protocol",
+        "host",
+        "port",
+        "timeout",
+        "max_header_size",
+        "method",
+        "path",
+        "_headers",
+        "_head_sent",
+        "should_keep_alive",
+        "_connect_options",
+        "retry",
+        "reused_socket",
+        "retried",
+        "destroyed",
+        "finished",
+        "socket",
+        "res",
+        "_fresh",
+        "_stale_check_at_write",
+        "_dispatched",
+        "_chunked",
+        "_ended",
+        "_closed",
+        "_released",
+        "_socket_result",
+        "_waiter",
+        "_queue_name",
+        "_queue_seq",
+        "_agent_options",
+        "_parser",
+        "_t_dispatch",
+        "_t_socket",
+        "_t_connected",
+        "_t_sent",
+        "_t_first_byte",
+        "_t_headers",
+    )
+    socket: Optional[Socket]
+    res: Optional[IncomingMessage]
+    _socket_result: Optional[Tuple[Optional[Socket], Optional[BaseException]]]
+    _waiter: Optional[Waiter]
+    _queue_name: Optional[str]
+    _agent_options: Optional[Dict[str, Any]]
+    _parser: Optional[ResponseParser]
 
     def __init__(
         self,
@@ -188,6 +219,15 @@ class ClientRequest(EventEmitter):
         timeout: Optional[float] = None,
         **options: Any,
     ) -> None:
+        self._events = self._max_listeners = self._warned = None
+        self.reused_socket = self.retried = self.destroyed = self.finished = False
+        self.socket = self.res = None
+        self._fresh = self._stale_check_at_write = self._dispatched = self._chunked = False
+        self._ended = self._closed = self._released = False
+        self._socket_result = self._waiter = self._queue_name = self._agent_options = self._parser = None
+        self._queue_seq = 0
+        self._t_dispatch = self._t_socket = self._t_connected = 0.0
+        self._t_sent = self._t_first_byte = self._t_headers = 0.0
         if not options and type(url) is str:
             # The common case, a URL and nothing else: its parts come parsed and validated from a
             # per-URL cache, and no options dict is built.

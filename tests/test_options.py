@@ -219,3 +219,20 @@ def test_url_errors_are_the_same_on_both_paths(extra):
     with pytest.raises(GeventAgentError) as info:
         ga.ClientRequest("https://example.test/", agent=ga.Agent(), **extra)
     assert info.value.code == "ERR_INVALID_PROTOCOL"
+
+
+def test_request_state_lives_in_slots_and_user_attributes_still_work(server):
+    # Every attribute the library sets is a slot (a request's state is an array, not a dict of
+    # 30-odd keys rebuilt per request); a user's own attribute goes to the instance __dict__.
+    agent = ga.Agent(keep_alive=True)
+    try:
+        for method in ("GET", "POST"):
+            req = ga.ClientRequest(server.url("/"), method=method, agent=agent)
+            res = req.end(b"body" if method == "POST" else None)
+            res.read()
+            assert res.status_code == 200 and req.finished
+            assert vars(req) == {}, "attributes outside __slots__: %r" % sorted(vars(req))
+        req.trace_id = "abc"
+        assert req.trace_id == "abc" and vars(req) == {"trace_id": "abc"}
+    finally:
+        agent.destroy()
