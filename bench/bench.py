@@ -5,7 +5,10 @@ process pinned to CPU 0 (``taskset``). Prints req/s, MB/s, ratio to geventagent 
 ``bench-results/bench.json`` and ``bench-results/bench.png``; checks the targets of issue 6.
 
 The machine is shared and noisy, so the clients the targets compare run ``--repeat`` times (3)
-per workload in interleaved rounds and the median run counts (all samples are in the JSON).
+per workload in interleaved rounds and the median run counts (all samples are in the JSON). The
+slow peers run once per workload, before the rounds. A round runs every workload, so the scale
+ratios (``wait10k``/``tiny``, ``origins1k``/``tiny``) are taken per round, from runs minutes apart,
+and their median counts: the machine's speed drifts over a run by more than the margins.
 
     python bench/bench.py [--clients geventagent,geventhttpclient,...] [--workloads tiny,1mib,...] [--repeat N]
 """
@@ -202,25 +205,41 @@ def main() -> int:
         server_name = "geventagent.testing (nginx not installed)"
         workloads = [w for w in workloads if w != "origins1k"]
     results: dict = {}
+    samples: dict = {w: {c: [] for c in clients} for w in workloads}
+    rounds_of: dict = {w: {c: [] for c in clients} for w in workloads}  # the round of each sample
+
+    def sample(client: str, workload: str, round_: int) -> None:
+        row = run_one(client, workload, port, origin_base)
+        samples[workload][client].append(row)
+        rounds_of[workload][client].append(round_)
+        if "skipped" in row:
+            print("  %-12s %-17s skipped: %s" % (workload, client, row["skipped"]), flush=True)
+        else:
+            print(
+                "  %-12s %-17s %9.0f req/s %8.1f MB/s  errors %d"
+                % (workload, client, row["req_s"], row["mb_s"], row["errors"]),
+                flush=True,
+            )
+
+    def repeated(client: str, workload: str) -> bool:
+        return client in REPEATED or (client, workload) == ("urllib3", "1mib")  # a target
+
     try:
+        # The slow peers once per workload, first; then rounds in which every workload runs the
+        # repeated clients. Within a round a client's workloads run minutes apart at most, so a
+        # ratio between two workloads is taken per round (the machine's speed drifts over a run).
         for workload in workloads:
-            samples: dict = {client: [] for client in clients}
-            for round_ in range(args.repeat):
+            for client in clients:
+                if not repeated(client, workload):
+                    sample(client, workload, -1)
+        for round_ in range(args.repeat):
+            for workload in workloads:
                 for client in clients:
-                    repeated = client in REPEATED or (client, workload) == ("urllib3", "1mib")  # a target
-                    if round_ and (not repeated or "skipped" in samples[client][0]):
-                        continue
-                    row = run_one(client, workload, port, origin_base)
-                    samples[client].append(row)
-                    if "skipped" in row:
-                        print("  %-12s %-17s skipped: %s" % (workload, client, row["skipped"]), flush=True)
-                    else:
-                        print(
-                            "  %-12s %-17s %9.0f req/s %8.1f MB/s  errors %d"
-                            % (workload, client, row["req_s"], row["mb_s"], row["errors"]),
-                            flush=True,
-                        )
-            for client, rows in samples.items():
+                    rows = samples[workload][client]
+                    if repeated(client, workload) and not (rows and "skipped" in rows[0]):
+                        sample(client, workload, round_)
+        for workload in workloads:
+            for client, rows in samples[workload].items():
                 runs = [r for r in rows if "req_s" in r]
                 if not runs:
                     results.setdefault(workload, {})[client] = rows[0]
@@ -264,13 +283,28 @@ def main() -> int:
     def get(w: str, c: str, key: str = "req_s") -> float:
         return results.get(w, {}).get(c, {}).get(key, float("nan"))
 
+    def paired(workload: str, client: str) -> float:
+        """The median over rounds of (workload req/s / tiny req/s), both from the same round."""
+        tiny = dict(zip(rounds_of.get("tiny", {}).get(client, []), samples.get("tiny", {}).get(client, [])))
+        ratios = sorted(
+            row["req_s"] / tiny[r]["req_s"]
+            for r, row in zip(rounds_of.get(workload, {}).get(client, []), samples.get(workload, {}).get(client, []))
+            if "req_s" in row and r in tiny and "req_s" in tiny[r]
+        )
+        if not ratios:
+            return float("nan")
+        paired_ratios["%s %s/tiny" % (client, workload)] = [round(x, 3) for x in ratios]
+        mid = len(ratios) // 2
+        return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+
+    paired_ratios: dict = {}
     if ga_tiny:
         ok("tiny req/s vs geventhttpclient", ga_tiny / get("tiny", "geventhttpclient"), 1.8)
         if "req_s" in results.get("tiny", {}).get("node", {}):
             ok("tiny req/s vs node http.Agent", ga_tiny / get("tiny", "node"), 1.0)
-        ok("wait10k vs tiny (50 greenlets)", get("wait10k", "geventagent") / ga_tiny, 0.85)
+        ok("wait10k vs tiny (50 greenlets)", paired("wait10k", "geventagent"), 0.85)
         if "origins1k" in results:
-            ok("origins1k vs tiny (1 origin)", get("origins1k", "geventagent") / ga_tiny, 0.85)
+            ok("origins1k vs tiny (1 origin)", paired("origins1k", "geventagent"), 0.85)
     if "1mib" in results:
         ok("1 MiB MB/s vs urllib3", get("1mib", "geventagent", "mb_s") / get("1mib", "urllib3", "mb_s"), 1.0)
     checks.append({"target": "heap per idle pooled socket (bytes)", "value": heap, "needed": 4096, "met": heap <= 4096})
@@ -278,11 +312,11 @@ def main() -> int:
     # greenlets or 1,000 live connections cost on this machine whatever the client does).
     floors = {}
     for client in ("node", "rawpool"):
-        tiny = get("tiny", client)
-        if tiny == tiny and tiny:
-            for workload in ("wait10k", "origins1k"):
-                if workload in results:
-                    floors["%s %s/tiny" % (client, workload)] = get(workload, client) / tiny
+        for workload in ("wait10k", "origins1k"):
+            if workload in results:
+                value = paired(workload, client)
+                if value == value:
+                    floors["%s %s/tiny" % (client, workload)] = value
     print("\ntargets:")
     for check in checks:
         print(
@@ -299,8 +333,22 @@ def main() -> int:
         print("same ratios for comparison (not targets):")
         for name, value in floors.items():
             print("  %-40s %8.2f" % (name, value))
+    if paired_ratios:
+        print("scale ratios per round (the median counts):")
+        for name, values in paired_ratios.items():
+            print("  %-40s %s" % (name, " ".join("%.2f" % v for v in values)))
     with open(os.path.join(args.out, "bench.json"), "w") as fh:
-        json.dump({"server": server_name, "results": results, "targets": checks, "compare": floors}, fh, indent=2)
+        json.dump(
+            {
+                "server": server_name,
+                "results": results,
+                "targets": checks,
+                "compare": floors,
+                "paired_ratios": paired_ratios,
+            },
+            fh,
+            indent=2,
+        )
     try:
         import matplotlib
 

@@ -62,7 +62,9 @@ class EventEmitter:
     #: Node's ``EventEmitter.defaultMaxListeners``.
     default_max_listeners: float = 10
 
-    _events: Optional[Dict[Any, List[Listener]]] = None
+    # event -> its one listener, or a list of two or more (as Node stores them: an emitter with one
+    # listener per event, like a pooled socket with the agent's five, holds no list objects).
+    _events: Optional[Dict[Any, Any]] = None
     _max_listeners: Optional[float] = None
     _warned: Optional[set] = None
 
@@ -76,9 +78,11 @@ class EventEmitter:
             self.emit("newListener", event, getattr(listener, "listener", listener))
         handlers = events.get(event)
         if handlers is None:
-            events[event] = [listener]
+            events[event] = listener
             return self
-        if prepend:
+        if type(handlers) is not list:
+            handlers = events[event] = [listener, handlers] if prepend else [handlers, listener]
+        elif prepend:
             handlers.insert(0, listener)
         else:
             handlers.append(listener)
@@ -96,6 +100,13 @@ class EventEmitter:
                     stacklevel=3,
                 )
         return self
+
+    def _handlers(self, event: Any) -> List[Listener]:
+        """``event``'s listeners as a new list (raw: ``once`` wrappers included)."""
+        handlers = self._events.get(event) if self._events else None
+        if handlers is None:
+            return []
+        return list(handlers) if type(handlers) is list else [handlers]
 
     def on(self, event: Any, listener: Listener) -> "EventEmitter":
         """Add ``listener`` at the end of ``event``'s list (no de-duplication). Returns ``self``."""
@@ -127,17 +138,25 @@ class EventEmitter:
         if not events:
             return self
         handlers = events.get(event)
-        if not handlers:
+        if handlers is None:
             return self
-        for index in range(len(handlers) - 1, -1, -1):
-            handler = handlers[index]
-            if handler is listener or getattr(handler, "listener", None) is listener:
-                del handlers[index]
-                if not handlers:
-                    del events[event]
-                if "removeListener" in events:
-                    self.emit("removeListener", event, getattr(handler, "listener", handler))
-                break
+        if type(handlers) is not list:
+            if handlers is not listener and getattr(handlers, "listener", None) is not listener:
+                return self
+            handler = handlers
+            del events[event]
+        else:
+            for index in range(len(handlers) - 1, -1, -1):
+                handler = handlers[index]
+                if handler is listener or getattr(handler, "listener", None) is listener:
+                    del handlers[index]
+                    if len(handlers) == 1:
+                        events[event] = handlers[0]
+                    break
+            else:
+                return self
+        if "removeListener" in events:
+            self.emit("removeListener", event, getattr(handler, "listener", handler))
         return self
 
     off = remove_listener
@@ -149,10 +168,10 @@ class EventEmitter:
             return self
         names = [event] if event is not None else [n for n in events if n != "removeListener"]
         for name in names:
-            handlers = events.get(name)
+            handlers = self._handlers(name)
             while handlers:
                 self.remove_listener(name, handlers[-1])
-                handlers = events.get(name)
+                handlers = self._handlers(name)
         if event is None:
             events.pop("removeListener", None)
         return self
@@ -160,19 +179,15 @@ class EventEmitter:
     # -- inspecting -----------------------------------------------------------------------------
     def listeners(self, event: Any) -> List[Listener]:
         """A copy of ``event``'s listeners, with ``once`` wrappers unwrapped."""
-        handlers = self._events.get(event) if self._events else None
-        return [getattr(h, "listener", h) for h in handlers] if handlers else []
+        return [getattr(h, "listener", h) for h in self._handlers(event)]
 
     def raw_listeners(self, event: Any) -> List[Listener]:
         """A copy of ``event``'s listeners, ``once`` wrappers included."""
-        handlers = self._events.get(event) if self._events else None
-        return list(handlers) if handlers else []
+        return self._handlers(event)
 
     def listener_count(self, event: Any, listener: Optional[Listener] = None) -> int:
         """How many listeners ``event`` has (how many times ``listener`` is among them, if given)."""
-        handlers = self._events.get(event) if self._events else None
-        if not handlers:
-            return 0
+        handlers = self._handlers(event)
         if listener is None:
             return len(handlers)
         return sum(1 for h in handlers if h is listener or getattr(h, "listener", None) is listener)
@@ -213,12 +228,12 @@ class EventEmitter:
         events = self._events
         if events is not None:
             handlers = events.get(event)
-            if handlers:
-                if len(handlers) == 1:
-                    handlers[0](*args)
-                else:
+            if handlers is not None:
+                if type(handlers) is list:
                     for handler in tuple(handlers):
                         handler(*args)
+                else:
+                    handlers(*args)
                 return True
         if event == "error":
             err = args[0] if args else None

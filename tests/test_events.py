@@ -190,3 +190,32 @@ def test_listener_removed_during_emit_still_runs_in_that_emit():
     e.emit("x")
     e.emit("x")
     assert calls == ["second"]
+
+
+def test_one_listener_is_stored_alone_and_a_list_collapses_back_to_it():
+    # Node keeps a lone listener as the function itself and an array only for two or more; a
+    # pooled socket (five events, one agent listener each) then holds no list objects.
+    e = EventEmitter()
+    calls = []
+
+    def a():
+        calls.append("a")
+
+    def b():
+        calls.append("b")
+
+    e.on("x", a)
+    assert e._events["x"] is a
+    e.prepend_once_listener("x", b)
+    assert e.raw_listeners("x")[1] is a and e.listeners("x") == [b, a]
+    e.emit("x")  # b (once) runs and leaves; a stays, stored alone again
+    assert calls == ["b", "a"] and e._events["x"] is a and e.listener_count("x") == 1
+    e.on("x", b).on("x", a)
+    e.remove_listener("x", a)  # the most recent a
+    assert e.listeners("x") == [a, b]
+    e.remove_listener("x", b)
+    assert e._events["x"] is a
+    e.remove_listener("x", b)  # not there: nothing changes
+    assert e.listeners("x") == [a]
+    e.remove_listener("x", a)
+    assert "x" not in e._events and e.emit("x") is False and calls == ["b", "a"]
