@@ -275,6 +275,7 @@ class Agent(EventEmitter):
         if isinstance(options, str):
             options = {"host": options, "port": port, "local_address": local_address}
         self._check_context()
+        given = options
         options = {**options, **self.options}
         name = self.get_name(options)
         self.counters["requests"] += 1
@@ -322,7 +323,9 @@ class Agent(EventEmitter):
             queue = self.requests[name] = deque()
         req._queue_name = name
         req._queue_seq = next(_queue_seq)
-        req._agent_options = options
+        # The caller's options, not the merged copy: create_socket merges the agent's again, and
+        # a request parked for long holds (and finally frees) one cold dict fewer.
+        req._agent_options = given
         queue.append(req)
 
     def _handoff(self, req: Any) -> Callable[[Optional[BaseException], Optional[Socket]], None]:

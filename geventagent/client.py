@@ -565,22 +565,30 @@ class ClientRequest(EventEmitter):
         if self._ended:
             raise GeventAgentError("end() was already called", code="ERR_STREAM_WRITE_AFTER_END")
         self._ended = True
-        return self._guard(self._end, data)
+        try:
+            return self._end(data)  # a plain call, not _guard's func(*args): no C-level frame
+        except BaseException as exc:  # (each C frame is stack a parked greenlet saves and restores)
+            self._failed(exc)
+            raise
 
     def _guard(self, func: Any, *args: Any) -> Any:
         try:
             return func(*args)
-        except GeventAgentError as exc:
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+
+    def _failed(self, exc: BaseException) -> None:
+        """The request failed with ``exc``: destroy it (``'timeout'`` first for a timeout);
+        a ``BaseException`` such as ``gevent.Timeout`` or ``GreenletExit`` releases it too."""
+        if isinstance(exc, GeventAgentError):
             if isinstance(exc, RequestTimeout):
                 self._emit_timeout()
             self._fail(exc)
-            raise
-        except Exception as exc:
+        elif isinstance(exc, Exception):
             self._fail(exc)
-            raise
-        except BaseException:
+        else:
             self._fail(None)
-            raise
 
     def _end(self, data: Body) -> IncomingMessage:
         if self.destroyed:
