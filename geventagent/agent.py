@@ -419,7 +419,8 @@ class Agent(EventEmitter):
         name = socket._agent_name if socket._agent is self else self.get_name(options)
         if socket.destroyed:
             return
-        queue = self.requests.get(name)
+        requests = self.requests
+        queue = requests.get(name) if requests else None
         if queue:
             if self._older_waiter_elsewhere(name, queue[0]._queue_seq):
                 socket.close_reason = "rebalance"
@@ -432,27 +433,29 @@ class Agent(EventEmitter):
             self._set_request_socket(req, socket)
             return
         req = socket._http_message
-        reason = None
+        free = self.free_sockets.get(name)
         if req is None or not getattr(req, "should_keep_alive", False) or not self.keep_alive:
-            reason = "not_keep_alive"
+            reason: Optional[str] = "not_keep_alive"
         else:
-            free = self.free_sockets.get(name)
             free_len = len(free) if free else 0
             active = self.sockets.get(name)
-            count = free_len + (len(active) if active else 0)
-            if self.total_socket_count > self.max_total_sockets or count > self.max_sockets:
+            if (
+                self.total_socket_count > self.max_total_sockets
+                or free_len + (len(active) if active else 0) > self.max_sockets
+            ):
                 reason = "over_cap"
             elif free_len >= self.max_free_sockets:
                 reason = "free_overflow"
-            elif self._older_waiter_elsewhere(name, _INF):
+            elif requests and self._older_waiter_elsewhere(name, _INF):
                 reason = "rebalance"
-            elif not self.keep_socket_alive(socket):
+            elif self.keep_socket_alive(socket):
+                reason = None
+            else:
                 reason = socket.close_reason or "keep_alive_refused"
         if reason is not None:
             socket.close_reason = reason
             socket.destroy()
             return
-        free = self.free_sockets.get(name)
         if free is None:
             free = self.free_sockets[name] = deque()
         socket._http_message = None
@@ -569,12 +572,11 @@ class Agent(EventEmitter):
                 return False
             if left < limit:
                 limit, limit_reason = left, "ttl"
-        req = socket._http_message
-        res = getattr(req, "res", None)
-        parser = getattr(res, "_parser", None)
-        raw_hint = getattr(parser, "keep_alive_hint", None)
-        hint = raw_hint.decode("latin-1") if raw_hint else None
-        if hint:
+        raw_hint = getattr(
+            getattr(getattr(socket._http_message, "res", None), "_parser", None), "keep_alive_hint", None
+        )
+        if raw_hint:
+            hint = raw_hint.decode("latin-1")
             match = _HINT_TIMEOUT.search(hint)
             if match:
                 seconds = int(match.group(1)) - self.keep_alive_timeout_buffer
