@@ -175,8 +175,8 @@ class _TimerList:
         self.timer: Any = None
         self.expire = expire
 
-    def add(self, sock: "Socket") -> None:
-        self.entries[sock] = time.monotonic() + self.seconds
+    def add(self, sock: "Socket", now: Optional[float] = None) -> None:
+        self.entries[sock] = (time.monotonic() if now is None else now) + self.seconds
         if self.timer is None:
             self._arm(self.seconds)
 
@@ -721,7 +721,7 @@ class Socket(EventEmitter):
                 hub = self._hub
                 if hub is None:
                     hub = self._hub = _hub_state()
-                lst = hub.idle.get(seconds) or hub.idle_list(seconds)
+                lst = hub.idle_list(seconds)
                 if lst is None:
                     self._start_idle_timer(seconds)
                 else:
@@ -729,9 +729,7 @@ class Socket(EventEmitter):
                     if timer is not None:
                         timer.stop()
                     self._idle_list = lst
-                    lst.entries[self] = now + seconds
-                    if lst.timer is None:
-                        lst._arm(seconds)
+                    lst.add(self, now)
         self._watch_idle()
 
     def _reuse(self) -> None:
