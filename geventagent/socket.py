@@ -675,13 +675,14 @@ class Socket(EventEmitter):
         return self
 
     # -- idle timer (used by the agent while the socket is free) ---------------------------------
-    def _start_idle_timer(self, seconds: float) -> None:
+    def _start_idle_timer(self, seconds: float, now: Optional[float] = None) -> None:
         """(Re)start the idle timer for the full ``seconds``; ``'timeout'`` is emitted when it ends.
 
         An unref'd socket (the agent's free sockets) joins this hub's timer list for ``seconds``
         (:class:`_TimerList`). A ref'd one has a timer of its own: a libev timer that is stopped
         resumes with its *remaining* time and one that fired restarts at once, so it repeats with
-        ``repeat=seconds`` and is restarted with ``again()``, which always counts from now."""
+        ``repeat=seconds`` and is restarted with ``again()``, which always counts from now.
+        ``now``: ``time.monotonic()`` if the caller has just read it."""
         if seconds is None or seconds <= 0 or seconds == _INF:
             return
         lst = self._idle_list
@@ -698,7 +699,7 @@ class Socket(EventEmitter):
                 if timer is not None:
                     timer.stop()
                 self._idle_list = lst
-                lst.add(self)
+                lst.add(self, now)
                 return
         timer = self._timer
         if timer is None or self._timer_after != seconds:
@@ -710,26 +711,10 @@ class Socket(EventEmitter):
 
     def _pool(self, seconds: float) -> None:
         """The agent pools this socket: idle from now, ``'timeout'`` after ``seconds`` (none if
-        not positive or infinite), watched for FIN, RST or stray bytes. One call on the hot path
-        for what ``freed_at``, :meth:`_start_idle_timer` and :meth:`_watch_idle` do."""
+        not positive or infinite), watched for FIN, RST or stray bytes."""
         now = self.freed_at = time.monotonic()
         self._check_stale = False
-        if seconds is not None and 0 < seconds < _INF:
-            if self._refed or self._idle_list is not None:
-                self._start_idle_timer(seconds)
-            else:
-                hub = self._hub
-                if hub is None:
-                    hub = self._hub = _hub_state()
-                lst = hub.idle_list(seconds)
-                if lst is None:
-                    self._start_idle_timer(seconds)
-                else:
-                    timer = self._timer
-                    if timer is not None:
-                        timer.stop()
-                    self._idle_list = lst
-                    lst.add(self, now)
+        self._start_idle_timer(seconds, now)
         self._watch_idle()
 
     def _reuse(self) -> None:
