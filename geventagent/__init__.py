@@ -6,6 +6,11 @@ the ``'free'``/``'agentRemove'`` events), with blocking ``request()``/``get()`` 
 other greenlets run.
 """
 
+import sys
+import types
+
+from . import agent as _agent
+from . import https as _https
 from .agent import Agent
 from .client import ClientRequest, get, request
 from .errors import GeventAgentError
@@ -14,12 +19,7 @@ from .https import HttpsAgent
 from .incoming import IncomingMessage
 from .socket import Socket
 
-__version__ = "0.1.0"
-
-#: The default agent (Node >= 19): keep-alive, LIFO, 5 s socket timeout. Replaceable.
-global_agent = Agent(keep_alive=True, scheduling="lifo", timeout=5.0)
-#: The default agent for ``https:`` URLs, with the same options (Node's ``https.globalAgent``).
-https_global_agent = HttpsAgent(keep_alive=True, scheduling="lifo", timeout=5.0)
+__version__ = "0.2.0"
 
 __all__ = [
     "Agent",
@@ -34,3 +34,30 @@ __all__ = [
     "https_global_agent",
     "request",
 ]
+
+global_agent: Agent
+https_global_agent: HttpsAgent
+
+
+class _Package(types.ModuleType):
+    """``geventagent.global_agent`` and ``https_global_agent`` write through to the modules that
+    define them, as Node's ``http.globalAgent`` setter writes to ``_http_agent.globalAgent``."""
+
+    @property
+    def global_agent(self) -> Agent:
+        return _agent.global_agent
+
+    @global_agent.setter
+    def global_agent(self, value: Agent) -> None:
+        _agent.global_agent = value
+
+    @property
+    def https_global_agent(self) -> HttpsAgent:
+        return _https.https_global_agent
+
+    @https_global_agent.setter
+    def https_global_agent(self, value: HttpsAgent) -> None:
+        _https.https_global_agent = value
+
+
+sys.modules[__name__].__class__ = _Package

@@ -112,7 +112,7 @@ class ResponseParser:
     keep_alive_hint: Optional[bytes] = None  # the first Keep-Alive header's value, if any
 
     def __init__(self, method: str = "GET", max_header_size: int = MAX_HEADER_SIZE) -> None:
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: Any = httptools.HttpResponseParser(self)  # None once the message ended
         self.method = method
         self.max_header_size = max_header_size
         self._raw: List[bytes] = []  # name, value, name, value, ... as received (decoded lazily)

@@ -1,107 +1,101 @@
-"""``Agent``: Node's ``http.Agent`` pool (``lib/_http_agent.js``, v20) on gevent.
+"""``Agent``: Node's ``http.Agent`` pool (``lib/_http_agent.js``, v20) on gevent, and ``global_agent``.
 
 Three maps and one counter, as in Node: ``requests`` (waiting requests per origin), ``sockets``
 (sockets assigned to requests), ``free_sockets`` (idle, pooled sockets) and ``total_socket_count``.
 Sockets leave the agent in one place: their ``'close'`` or ``'agentRemove'`` listener.
-The bookkeeping never yields: connecting, reading and writing happen in the requesting greenlet.
+The bookkeeping never yields: connecting, reading and writing happen in the requesting greenlet,
+and what to do with a socket is decided by the pure functions of ``_policy`` before any I/O.
+
+The agent knows a request only through :class:`PoolRequest`, and keeps its own record of each
+waiting one (:class:`Waiting`, httpcore's ``PoolRequest``).
 
 Deliberate differences from Node (README, "Differences from Node"): ``max_sockets`` and
 ``max_total_sockets`` are hard caps on every path; waiting requests of all origins are served in
-arrival order; options are validated; ``free_socket_timeout`` closes idle sockets; the server's
-``Keep-Alive: timeout=N`` hint is honoured without an agent ``timeout``.
+arrival order; a queued request handed a used socket is protected as one taken from the pool
+(stale check, safe retry, ``reused_socket``); options are validated and unknown ones raise;
+``free_socket_timeout`` closes idle sockets; the server's ``Keep-Alive: timeout=N`` hint is
+honoured without an agent ``timeout``; waiting can be bounded (``queue_timeout``, ``max_queued``).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
-import re
-import sys
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, FrozenSet, List, Optional, Protocol, Tuple
 
+import gevent
 from gevent.monkey import get_original
 
-from .errors import (
-    InvalidArgTypeError,
-    InvalidArgValueError,
-    OutOfRangeError,
-    ThreadError,
-)
+from . import _options, _policy
+from ._options import AGENT_OPTIONS, is_number, validate_cap, validate_retry, validate_scheduling, validate_seconds
+from .errors import QueueFull, QueueTimeout, ThreadError, socket_hang_up
 from .events import EventEmitter
 from .socket import Socket, fork_generation
 
-__all__ = ["Agent"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .incoming import IncomingMessage
+
+__all__ = ["Agent", "PoolRequest", "Waiting", "global_agent"]
 
 _real_get_ident = get_original("_thread", "get_ident")
-_HINT_TIMEOUT = re.compile(r"(?:^|[\s,;])timeout=(\d+)", re.I)
-_HINT_MAX = re.compile(r"(?:^|[\s,;])max=(\d+)", re.I)
-#: Methods retried on a stale reused socket by default (RFC 9110 idempotent methods, as urllib3).
-IDEMPOTENT_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
-RETRY_POLICIES = ("idempotent", "always", False)
 _queue_seq = itertools.count()
 _INF = math.inf
+_log = logging.getLogger("geventagent")
+_DEBUG = logging.DEBUG
+_COUNTERS = (
+    "sockets_created",
+    "create_errors",
+    "sockets_closed",
+    "socket_errors",
+    "timeouts",
+    "requests",
+    "reused",
+    "retries",
+    "redispatched",
+    "queue_timeouts",
+    "queue_full",
+)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+class PoolRequest(Protocol):
+    """What the agent needs of a request (a :class:`~geventagent.ClientRequest` is one).
 
-
-def validate_cap(name: str, value: Any, minimum: int) -> float:
-    """A socket cap: a number >= ``minimum``; ``None`` or ``math.inf`` mean unlimited.
-
-    Raises:
-        InvalidArgTypeError: not a number (``ERR_INVALID_ARG_TYPE``).
-        OutOfRangeError: NaN or below ``minimum`` (``ERR_OUT_OF_RANGE``).
+    Attributes:
+        timeout: the request's socket inactivity limit in seconds (None: the agent's).
+        queue_timeout: seconds it may wait for a socket (None: as long as it takes).
+        reused_socket: set True when it is given a socket that served a request before.
+        fresh_connection: True to never take a free socket (a retry after a lost reuse).
+        stale_check_at_write: True when the request checks a reused socket right before its
+            write (and goes out again elsewhere if stale); else the agent peeks before handing it.
     """
-    if value is None:
-        return _INF
-    if not _is_number(value):
-        raise InvalidArgTypeError(
-            'The "%s" argument must be of type number. Received type %s (%r)' % (name, type(value).__name__, value)
-        )
-    if value != value or value < minimum:
-        raise OutOfRangeError(
-            'The value of "%s" is out of range. It must be >= %d. Received %r' % (name, minimum, value)
-        )
-    return value
+
+    timeout: Optional[float]
+    queue_timeout: Optional[float]
+    reused_socket: bool
+    fresh_connection: bool
+    stale_check_at_write: bool
+
+    def on_socket(self, socket: Optional[Socket], err: Optional[BaseException] = None) -> None:
+        """The socket for this request, or the error that stops it (never blocks)."""
 
 
-def validate_retry(value: Any) -> Any:
-    """A retry policy: ``"idempotent"``, ``"always"`` or False (None means False).
+class Waiting:
+    """The agent's record of a request waiting for a socket (httpcore's ``PoolRequest``)."""
 
-    Raises:
-        InvalidArgValueError: anything else (``ERR_INVALID_ARG_VALUE``).
-    """
-    if value is None:
-        return False
-    if value is True:
-        return "idempotent"
-    if value not in RETRY_POLICIES:
-        raise InvalidArgValueError(
-            "The argument 'retry' must be one of: 'idempotent', 'always', False. Received %r" % (value,)
-        )
-    return value
+    __slots__ = ("req", "name", "seq", "options", "since", "timer")
 
-
-def validate_seconds(name: str, value: Any, allow_inf: bool = False) -> Optional[float]:
-    """A duration in seconds: ``None`` or a non-negative number (finite unless ``allow_inf``).
-
-    Raises:
-        InvalidArgTypeError / OutOfRangeError, as Node's ``validateNumber`` for ``msecs``.
-    """
-    if value is None:
-        return None
-    if not _is_number(value):
-        raise InvalidArgTypeError(
-            'The "%s" argument must be of type number. Received type %s (%r)' % (name, type(value).__name__, value)
-        )
-    if value != value or value < 0 or (value == _INF and not allow_inf):
-        raise OutOfRangeError(
-            'The value of "%s" is out of range. It must be a non-negative finite number. Received %r' % (name, value)
-        )
-    return float(value)
+    def __init__(self, req: PoolRequest, name: str, options: Dict[str, Any]) -> None:
+        self.req = req
+        self.name = name
+        self.seq = next(_queue_seq)
+        # The caller's options, not the merged copy: create_socket merges the agent's again, and
+        # a request parked for long holds (and finally frees) one cold dict fewer.
+        self.options = options
+        self.since = time.monotonic()
+        self.timer: Any = None
 
 
 class Agent(EventEmitter):
@@ -126,17 +120,26 @@ class Agent(EventEmitter):
             (``"always"``: the caller vouches the request may be replayed), or never. Only bodies
             that can be replayed (bytes, str, seekable files) are retried.
         keep_alive_timeout_buffer (float): subtracted from a server's ``Keep-Alive: timeout=N``.
-        **connect_options: ``local_address``, ``family`` (4/6), ``socket_path``, ``no_delay``
-            (default True), ``connect_timeout`` and any other option handed to ``create_connection``.
+        queue_timeout (float | None): seconds a request may wait for a socket before it fails with
+            ``QueueTimeout`` (``ERR_AGENT_QUEUE_TIMEOUT``, a ``TimeoutError``), having sent
+            nothing; per request too. None (default): as long as it takes.
+        max_queued (int | None): requests that may wait for a socket, all origins together; one
+            more fails at once with ``QueueFull`` (``ERR_AGENT_QUEUE_FULL``). Default unlimited.
+        local_address, family (4/6), socket_path, no_delay (default True), connect_timeout:
+            connect options (Node's ``net.connect`` options in snake_case).
 
     Raises:
-        InvalidArgTypeError / OutOfRangeError / InvalidArgValueError: a bad option (Node's codes).
+        UnknownOptionError (a ``TypeError``, ``ERR_INVALID_ARG_VALUE``): an unknown option name
+            (``maxSockets``, ``max_socket``): names the nearest valid one.
+        InvalidArgTypeError / OutOfRangeError / InvalidArgValueError: a bad value (Node's codes).
 
     Ports Node's ``Agent`` constructor (node-agent.md §1), with the caps validated.
     """
 
     default_port = 80
     protocol = "http:"
+    #: The option names this class accepts (``HttpsAgent`` adds the TLS ones).
+    OPTION_NAMES: FrozenSet[str] = AGENT_OPTIONS
 
     def __init__(
         self,
@@ -153,16 +156,16 @@ class Agent(EventEmitter):
         socket_ttl: Optional[float] = None,
         max_requests_per_socket: Optional[int] = None,
         retry: Any = "idempotent",
+        queue_timeout: Optional[float] = None,
+        max_queued: Optional[float] = None,
         **connect_options: Any,
     ) -> None:
+        if connect_options:
+            _options.check_names(connect_options, self.OPTION_NAMES, "%s()" % type(self).__name__)
         self.max_sockets = validate_cap("max_sockets", max_sockets, 1)
         self.max_total_sockets = validate_cap("max_total_sockets", max_total_sockets, 1)
         self.max_free_sockets = validate_cap("max_free_sockets", max_free_sockets, 0)
-        if scheduling not in ("fifo", "lifo"):
-            raise InvalidArgValueError(
-                "The argument 'scheduling' must be one of: 'fifo', 'lifo'. Received %r" % (scheduling,)
-            )
-        self.scheduling = scheduling
+        self.scheduling = validate_scheduling(scheduling)
         timeout = validate_seconds("timeout", timeout)
         delay = validate_seconds("keep_alive_initial_delay", keep_alive_initial_delay)
         self.keep_alive_initial_delay = delay or 1.0
@@ -170,50 +173,48 @@ class Agent(EventEmitter):
         self.free_socket_timeout = idle if idle else _INF
         buffer = keep_alive_timeout_buffer
         # Node (v24.7, PR #59315): anything but a finite number >= 0 silently becomes the default.
-        self.keep_alive_timeout_buffer = float(buffer) if _is_number(buffer) and 0 <= buffer < _INF else 1.0
-        for key in ("connect_timeout",):
-            if key in connect_options:
-                validate_seconds(key, connect_options[key])
+        self.keep_alive_timeout_buffer = float(buffer) if is_number(buffer) and 0 <= buffer < _INF else 1.0
+        if "connect_timeout" in connect_options:
+            validate_seconds("connect_timeout", connect_options["connect_timeout"])
         ttl = validate_seconds("socket_ttl", socket_ttl, allow_inf=True)
         self.socket_ttl = ttl if ttl else _INF
         self.max_requests_per_socket = validate_cap("max_requests_per_socket", max_requests_per_socket, 1)
         self.retry = validate_retry(retry)
+        self.queue_timeout = validate_seconds("queue_timeout", queue_timeout)
+        self.max_queued = validate_cap("max_queued", max_queued, 0)
         self.keep_alive = keep_alive
         self.options: Dict[str, Any] = dict(connect_options)
         self.options.setdefault("no_delay", True)
         if timeout:
             self.options["timeout"] = timeout
-        self.requests: Dict[str, Deque[Any]] = {}
+        self._queues: Dict[str, Deque[Waiting]] = {}
+        self._waiting: Dict[PoolRequest, Waiting] = {}
         self.sockets: Dict[str, List[Socket]] = {}
         self.free_sockets: Dict[str, Deque[Socket]] = {}
         self.total_socket_count = 0
-        self.counters: Dict[str, int] = dict.fromkeys(
-            (
-                "sockets_created",
-                "create_errors",
-                "sockets_closed",
-                "socket_errors",
-                "timeouts",
-                "requests",
-                "reused",
-                "retries",
-                "redispatched",
-            ),
-            0,
-        )
+        self.counters: Dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self.close_reasons: Dict[str, int] = {}
+        self._queue_wait_count = 0
+        self._queue_wait_total = 0.0
+        self._queue_wait_max = 0.0
         self._thread_id: Optional[int] = None  # bound on first use
         self._generation = fork_generation()
         self.on("free", self._on_free)
 
     def __repr__(self) -> str:
+        self._check_fork()
         return "<%s total=%d active=%d free=%d queued=%d>" % (
             type(self).__name__,
             self.total_socket_count,
             sum(len(v) for v in self.sockets.values()),
             sum(len(v) for v in self.free_sockets.values()),
-            sum(len(v) for v in self.requests.values()),
+            len(self._waiting),
         )
+
+    @property
+    def requests(self) -> Dict[str, List[PoolRequest]]:
+        """Waiting requests per origin key, in arrival order (Node's ``agent.requests``; a snapshot)."""
+        return {name: [entry.req for entry in queue] for name, queue in self._queues.items()}
 
     # -- the origin key (Node getName, §3) ---------------------------------------------------------
     def get_name(self, options: Optional[Dict[str, Any]] = None) -> str:
@@ -253,24 +254,41 @@ class Agent(EventEmitter):
                 "This Agent belongs to the OS thread (and gevent hub) that created it; create one Agent per thread"
             )
 
+    def _check_fork(self) -> None:
+        if self._generation != fork_generation():
+            self._reset_after_fork()
+
     def _reset_after_fork(self) -> None:
-        """In a fork child: close inherited sockets (fd only, never written to) and start clean."""
+        """In a fork child: close inherited sockets (fd only, never written to) and start clean,
+        with counters of its own (``close_reasons["fork"]`` counts the inherited sockets closed)."""
+        closed = 0
         for group in list(self.free_sockets.values()) + list(self.sockets.values()):
             for sock in list(group):
                 sock._close_quietly("fork")
+                closed += 1
+        waiting = list(self._waiting)
         self.free_sockets.clear()
         self.sockets.clear()
-        self.requests.clear()
+        self._queues.clear()
+        self._waiting.clear()
         self.total_socket_count = 0
+        self.counters = dict.fromkeys(_COUNTERS, 0)
+        self.counters["sockets_closed"] = closed
+        self.close_reasons = {"fork": closed} if closed else {}
+        self._queue_wait_count = 0
+        self._queue_wait_total = self._queue_wait_max = 0.0
+        self._thread_id = None
         self._generation = fork_generation()
+        for req in waiting:  # the parent's waiting greenlets, resumed in the child
+            req.on_socket(None, socket_hang_up())
 
     # -- Node addRequest (§4.2) --------------------------------------------------------------------
-    def add_request(self, req: Any, options: Any, port: Any = None, local_address: Any = None) -> None:
+    def add_request(self, req: PoolRequest, options: Any, port: Any = None, local_address: Any = None) -> None:
         """Give ``req`` a socket: reuse a free one, create one under the caps, or queue it.
 
-        The socket reaches the request through ``req.on_socket(socket, err=None)``.
-        Ports Node's ``addRequest`` (node-agent.md §4.2); also accepts the legacy
-        ``(req, host, port, local_address)`` form.
+        The socket (or the error that stops the request) reaches it through
+        ``req.on_socket(socket, err=None)``. Ports Node's ``addRequest`` (node-agent.md §4.2);
+        also accepts the legacy ``(req, host, port, local_address)`` form.
         """
         if isinstance(options, str):
             options = {"host": options, "port": port, "local_address": local_address}
@@ -279,7 +297,27 @@ class Agent(EventEmitter):
         options = {**options, **self.options}
         name = self.get_name(options)
         self.counters["requests"] += 1
-        free = self.free_sockets.get(name) if not getattr(req, "_fresh", False) else None
+        if not req.fresh_connection:
+            socket = self._take_free(name, req)
+            if socket is not None:
+                if socket._agent is not self:  # a foreign socket put in free_sockets: adopt it
+                    self.total_socket_count += 1
+                    self._install_listeners(socket, name, options)
+                self.sockets.setdefault(name, []).append(socket)
+                self._give(req, socket, True)
+                return
+        if name not in self._queues and self._origin_count(name) < self.max_sockets:
+            if self.total_socket_count >= self.max_total_sockets:
+                self._evict_idle()
+            if self.total_socket_count < self.max_total_sockets:
+                self.create_socket(req, options, self._handoff(req))
+                return
+        self._enqueue(req, name, given)
+
+    def _take_free(self, name: str, req: PoolRequest) -> Optional[Socket]:
+        """Pop a usable free socket of ``name`` (Node's scheduling); drop the ones past their TTL
+        or found closed while idle."""
+        free = self.free_sockets.get(name)
         while free:
             socket = free.popleft() if self.scheduling == "fifo" else free.pop()
             if not free:
@@ -288,52 +326,104 @@ class Agent(EventEmitter):
             if socket.destroyed:
                 continue
             if self.socket_ttl != _INF and time.monotonic() - socket.created_at >= self.socket_ttl:
-                socket.close_reason = "ttl"
-                socket.destroy()
+                socket.destroy(reason="ttl")
                 free = self.free_sockets.get(name)
                 continue
-            if socket.connected:
-                if getattr(req, "_stale_check_at_write", False):
-                    # The request checks right before its write (one poll for a round's corked
-                    # writes, Socket._check_stale) and goes out again on a new connection if stale.
-                    socket._check_stale = True
-                else:
-                    stale = socket._peek()
-                    if stale is not None:  # closed or reset while idle: never write to it
-                        socket.close_reason = stale
-                        socket.destroy()
-                        free = self.free_sockets.get(name)
-                        continue
-            if socket._agent is not self:  # a foreign socket put in free_sockets: adopt it
-                self.total_socket_count += 1
-                self._install_listeners(socket, name, options)
-            self.reuse_socket(socket, req)
-            self.sockets.setdefault(name, []).append(socket)
-            self.counters["reused"] += 1
-            self._set_request_socket(req, socket)
-            return
-        if not self.requests.get(name) and self._origin_count(name) < self.max_sockets:
-            if self.total_socket_count >= self.max_total_sockets:
-                self._evict_idle()
-            if self.total_socket_count < self.max_total_sockets:
-                self.create_socket(req, options, self._handoff(req))
-                return
-        queue = self.requests.get(name)
-        if queue is None:
-            queue = self.requests[name] = deque()
-        req._queue_name = name
-        req._queue_seq = next(_queue_seq)
-        # The caller's options, not the merged copy: create_socket merges the agent's again, and
-        # a request parked for long holds (and finally frees) one cold dict fewer.
-        req._agent_options = given
-        queue.append(req)
+            if socket.connected and not self._protect(socket, req):
+                free = self.free_sockets.get(name)
+                continue
+            return socket
+        return None
 
-    def _handoff(self, req: Any) -> Callable[[Optional[BaseException], Optional[Socket]], None]:
+    def _protect(self, socket: Socket, req: PoolRequest) -> bool:
+        """A socket that served a request before is about to carry ``req``: have it checked right
+        before the write (``stale_check_at_write``: the idle watcher runs on until then), or peek
+        now. False (and the socket destroyed) if it is already closed, reset or holds stray bytes."""
+        if req.stale_check_at_write:
+            socket._check_stale = True
+            if socket._idle_limit is None:  # handed over, not taken from the pool: watch it too
+                socket._watch_idle()
+            return True
+        stale = socket._peek()
+        if stale is None:
+            return True
+        socket.destroy(reason=stale)  # its 'close' serves the waiting requests
+        return False
+
+    def _give(self, req: PoolRequest, socket: Socket, reused: bool) -> None:
+        if reused:
+            self.reuse_socket(socket, req)
+            self.counters["reused"] += 1
+            if _log.isEnabledFor(_DEBUG):
+                _log.debug("socket reused %s (%d requests before) for %r", socket._agent_name, socket.requests, req)
+        self._set_request_socket(req, socket)
+
+    def _enqueue(self, req: PoolRequest, name: str, options: Dict[str, Any]) -> None:
+        if len(self._waiting) >= self.max_queued:
+            self.counters["queue_full"] += 1
+            req.on_socket(None, QueueFull("%d requests already wait for a socket (max_queued)" % len(self._waiting)))
+            return
+        entry = Waiting(req, name, options)
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = deque()
+        queue.append(entry)
+        self._waiting[req] = entry
+        limit = req.queue_timeout
+        if limit is not None:
+            entry.timer = gevent.get_hub().loop.timer(limit, 0.0, ref=True)  # a waiter is woken by ref'd machinery
+            entry.timer.start(self._on_queue_timeout, entry)
+        if _log.isEnabledFor(_DEBUG):
+            _log.debug("request queued %s (%d waiting)", name, len(self._waiting))
+
+    def _unqueue(self, entry: Waiting) -> None:
+        """Forget a waiting request (served, timed out or destroyed): its queue entry and timer."""
+        self._waiting.pop(entry.req, None)
+        queue = self._queues.get(entry.name)
+        if queue is not None:
+            if queue and queue[0] is entry:
+                queue.popleft()
+            else:
+                try:
+                    queue.remove(entry)
+                except ValueError:
+                    pass
+            if not queue:
+                del self._queues[entry.name]
+        timer, entry.timer = entry.timer, None
+        if timer is not None:
+            timer.close()
+
+    def _served(self, entry: Waiting) -> None:
+        self._unqueue(entry)
+        waited = time.monotonic() - entry.since
+        self._queue_wait_count += 1
+        self._queue_wait_total += waited
+        if waited > self._queue_wait_max:
+            self._queue_wait_max = waited
+        if _log.isEnabledFor(_DEBUG):
+            _log.debug("request dequeued %s after %.3f s", entry.name, waited)
+
+    def _on_queue_timeout(self, entry: Waiting) -> None:
+        if self._waiting.get(entry.req) is not entry:
+            return
+        self._unqueue(entry)
+        self.counters["queue_timeouts"] += 1
+        waited = time.monotonic() - entry.since
+        entry.req.on_socket(
+            None,
+            QueueTimeout(
+                "waited %.3f s for a socket to %s (queue_timeout): nothing was sent" % (waited, entry.name),
+                waited=waited,
+            ),
+        )
+
+    def _handoff(self, req: PoolRequest) -> Callable[[Optional[BaseException], Optional[Socket]], None]:
         def oncreate(err: Optional[BaseException], socket: Optional[Socket]) -> None:
-            if err is not None:
+            if err is not None or socket is None:
                 req.on_socket(socket, err)
             else:
-                self._set_request_socket(req, socket)  # type: ignore[arg-type]
+                self._set_request_socket(req, socket)
 
         return oncreate
 
@@ -341,6 +431,10 @@ class Agent(EventEmitter):
         active = self.sockets.get(name)
         free = self.free_sockets.get(name)
         return (len(active) if active else 0) + (len(free) if free else 0)
+
+    def _heads(self) -> List[Tuple[str, int, int]]:
+        """``(origin, arrival of its first waiting request, sockets it has open)`` per waiting origin."""
+        return [(name, queue[0].seq, self._origin_count(name)) for name, queue in self._queues.items() if queue]
 
     def _evict_idle(self) -> bool:
         """At the total cap: close the longest-idle free socket (of any origin). True if one was."""
@@ -352,14 +446,13 @@ class Agent(EventEmitter):
                 break  # the head of each list is its longest idle (append at the tail)
         if oldest is None:
             return False
-        oldest.close_reason = "evicted"
-        oldest.destroy()
+        oldest.destroy(reason="evicted")
         return True
 
     # -- Node createSocket (§4.3) ------------------------------------------------------------------
     def create_socket(
         self,
-        req: Any,
+        req: PoolRequest,
         options: Dict[str, Any],
         cb: Callable[[Optional[BaseException], Optional[Socket]], None],
     ) -> None:
@@ -373,7 +466,7 @@ class Agent(EventEmitter):
         if self.keep_alive:
             options["keep_alive"] = True
             options["keep_alive_initial_delay"] = self.keep_alive_initial_delay
-        done = []
+        done: List[bool] = []
 
         def oncreate(err: Optional[BaseException], socket: Optional[Socket] = None) -> None:
             if done:
@@ -387,6 +480,8 @@ class Agent(EventEmitter):
             self.total_socket_count += 1
             self.counters["sockets_created"] += 1
             self._install_listeners(socket, name, options)
+            if _log.isEnabledFor(_DEBUG):
+                _log.debug("socket created %s (%d open)", name, self.total_socket_count)
             cb(None, socket)
 
         new_socket = self.create_connection(options, oncreate)
@@ -416,45 +511,55 @@ class Agent(EventEmitter):
 
     # -- the 'free' handler (§4.7) -----------------------------------------------------------------
     def _on_free(self, socket: Socket, options: Dict[str, Any]) -> None:
-        name = socket._agent_name if socket._agent is self else self.get_name(options)
+        name = socket._agent_name
+        if socket._agent is not self or name is None:
+            name = self.get_name(options)
         if socket.destroyed:
             return
-        requests = self.requests
-        queue = requests.get(name) if requests else None
+        queues = self._queues
+        queue = queues.get(name) if queues else None
         if queue:
-            if self._older_waiter_elsewhere(name, queue[0]._queue_seq):
-                socket.close_reason = "rebalance"
-                socket.destroy()  # its 'close' serves the oldest waiting request
-                return
-            req = queue.popleft()
-            if not queue:
-                del self.requests[name]
-            req._queue_name = None
-            self._set_request_socket(req, socket)
-            return
-        req = socket._http_message
-        free = self.free_sockets.get(name)
-        if req is None or not getattr(req, "should_keep_alive", False) or not self.keep_alive:
-            reason: Optional[str] = "not_keep_alive"
-        else:
-            free_len = len(free) if free else 0
-            active = self.sockets.get(name)
-            if (
-                self.total_socket_count > self.max_total_sockets
-                or free_len + (len(active) if active else 0) > self.max_sockets
+            entry = queue[0]
+            if self.max_total_sockets != _INF and _policy.older_waiter_elsewhere(
+                self._heads(), name, entry.seq, self.max_sockets
             ):
-                reason = "over_cap"
-            elif free_len >= self.max_free_sockets:
-                reason = "free_overflow"
-            elif requests and self._older_waiter_elsewhere(name, _INF):
-                reason = "rebalance"
-            elif self.keep_socket_alive(socket):
-                reason = None
-            else:
-                reason = socket.close_reason or "keep_alive_refused"
+                socket.destroy(reason="rebalance")  # its 'close' serves the oldest waiting request
+                return
+            used = socket.requests > 0
+            if used and not self._protect(socket, entry.req):
+                return  # destroyed: its 'close' made a new socket for the queue's head
+            self._served(entry)
+            self._give(entry.req, socket, used)
+            return
+        # No request of this origin waits: pool the socket or close it.
+        free = self.free_sockets.get(name)
+        free_len = len(free) if free else 0
+        active = self.sockets.get(name)
+        reason = _policy.pool_verdict(
+            self.keep_alive,
+            self.total_socket_count,
+            self.max_total_sockets,
+            free_len,
+            len(active) if active else 0,
+            self.max_sockets,
+            self.max_free_sockets,
+            bool(queues)
+            and self.max_total_sockets != _INF
+            and _policy.older_waiter_elsewhere(self._heads(), name, _INF, self.max_sockets),
+        )
+        limit, limit_reason = _INF, "idle_timeout"
+        if reason is None and not (socket.connected and socket.requests):
+            reason = "unused"  # never carried a request (handed to a request destroyed meanwhile)
+        if reason is None:
+            reason, limit, limit_reason = self._lifetime(socket)
+        if reason is None and type(self).keep_socket_alive is not Agent.keep_socket_alive:
+            if not self.keep_socket_alive(socket):  # a user hook (Node's keepSocketAlive)
+                reason = "keep_alive_refused"
+        elif reason is None:
+            socket.set_keep_alive(True, self.keep_alive_initial_delay)
+            socket.unref()
         if reason is not None:
-            socket.close_reason = reason
-            socket.destroy()
+            socket.destroy(reason=reason)
             return
         if free is None:
             free = self.free_sockets[name] = deque()
@@ -462,19 +567,22 @@ class Agent(EventEmitter):
         self.remove_socket(socket, options)
         if socket.destroyed:
             return
-        socket._pool(getattr(socket, "_free_timeout", self.free_socket_timeout))
+        socket._pool(limit, limit_reason)
         free.append(socket)
+        if _log.isEnabledFor(_DEBUG):
+            _log.debug("socket freed %s (%d free; idle limit %s s)", name, len(free), limit)
 
-    def _older_waiter_elsewhere(self, name: str, seq: float) -> bool:
-        """True when another origin has a request that waits longer than ``seq`` and only the
-        total cap stops it (arrival order across origins, a difference from Node)."""
-        if self.max_total_sockets == _INF:
-            return False
-        for other, queue in self.requests.items():
-            if other != name and queue and queue[0]._queue_seq < seq:
-                if self._origin_count(other) < self.max_sockets:
-                    return True
-        return False
+    def _lifetime(self, socket: Socket) -> Tuple[Optional[str], float, str]:
+        ttl = self.socket_ttl
+        return _policy.keep_alive_limit(
+            socket.requests,
+            self.max_requests_per_socket,
+            self.free_socket_timeout,
+            self.options.get("timeout") or 0,
+            ttl - (time.monotonic() - socket.created_at) if ttl != _INF else _INF,
+            socket.keep_alive_hint,
+            self.keep_alive_timeout_buffer,
+        )
 
     # -- Node removeSocket (§4.8) ------------------------------------------------------------------
     def remove_socket(self, socket: Socket, options: Dict[str, Any]) -> None:
@@ -498,111 +606,58 @@ class Agent(EventEmitter):
                     pass
                 if not free:
                     del self.free_sockets[name]
-        if self.requests:
+        if self._queues:
             self._serve_waiting()
 
     def _serve_waiting(self) -> None:
-        requests = self.requests
-        for _ in range(len(requests) + 8):
-            if not requests or self.total_socket_count >= self.max_total_sockets:
+        queues = self._queues
+        for _ in range(len(queues) + 8):
+            if not queues or self.total_socket_count >= self.max_total_sockets:
                 return
-            best = None
-            best_seq = _INF
-            for name, queue in requests.items():
-                if queue and queue[0]._queue_seq < best_seq and self._origin_count(name) < self.max_sockets:
-                    best, best_seq = name, queue[0]._queue_seq
+            best = _policy.oldest_waiting_origin(self._heads(), self.max_sockets)
             if best is None:
                 return
-            queue = requests[best]
-            req = queue[0]
+            entry = queues[best][0]
 
-            def oncreate(
-                err: Optional[BaseException], socket: Optional[Socket], req: Any = req, name: str = best
-            ) -> None:
-                if err is not None:
-                    q = self.requests.get(name)
-                    if q and q[0] is req:
-                        q.popleft()
-                        if not q:
-                            del self.requests[name]
-                    req._queue_name = None
-                    req.on_socket(None, err)
+            def oncreate(err: Optional[BaseException], socket: Optional[Socket], entry: Waiting = entry) -> None:
+                if err is not None or socket is None:
+                    if self._waiting.get(entry.req) is entry:
+                        self._unqueue(entry)
+                    entry.req.on_socket(None, err)
                 else:
-                    socket.emit("free")  # type: ignore[union-attr]  # §4.8: the queue head takes it
+                    socket.emit("free")  # §4.8: the queue head takes it
 
-            self.create_socket(req, req._agent_options, oncreate)
+            self.create_socket(entry.req, entry.options, oncreate)
 
-    def _dequeue(self, req: Any) -> None:
+    def _dequeue(self, req: PoolRequest) -> None:
         """Take a destroyed request out of its queue (Node leaves it there; we release it now)."""
-        name = getattr(req, "_queue_name", None)
-        if name is None:
-            return
-        req._queue_name = None
-        queue = self.requests.get(name)
-        if queue is not None:
-            try:
-                queue.remove(req)
-            except ValueError:
-                pass
-            if not queue:
-                del self.requests[name]
+        entry = self._waiting.get(req)
+        if entry is not None:
+            self._unqueue(entry)
 
     # -- hooks (§5) --------------------------------------------------------------------------------
     def keep_socket_alive(self, socket: Socket) -> bool:
-        """Hook: may this socket be pooled? Default: TCP keep-alive on, ``unref()``, and the idle
-        limit = min(``free_socket_timeout``, agent ``timeout``, time left under ``socket_ttl``, the
-        server's ``Keep-Alive: timeout=N`` minus ``keep_alive_timeout_buffer``). Refused (and
-        ``socket.close_reason`` set) when the hint is at or below the buffer, the server's
-        ``max=M`` allows no more requests, the TTL is spent or ``max_requests_per_socket`` reached.
-        Ports Node's ``keepSocketAlive`` (§5.2, §6.3), which reads only ``timeout=`` and only
-        when it starts the header."""
-        if socket.requests >= self.max_requests_per_socket:
-            socket.close_reason = "max_requests"
-            return False
-        limit = self.free_socket_timeout
-        limit_reason = "idle_timeout"
-        agent_timeout = self.options.get("timeout") or 0
-        if agent_timeout and agent_timeout < limit:
-            limit = agent_timeout
-        ttl = self.socket_ttl
-        if ttl != _INF:
-            left = ttl - (time.monotonic() - socket.created_at)
-            if left <= 0:
-                socket.close_reason = "ttl"
-                return False
-            if left < limit:
-                limit, limit_reason = left, "ttl"
-        raw_hint = getattr(
-            getattr(getattr(socket._http_message, "res", None), "_parser", None), "keep_alive_hint", None
-        )
-        if raw_hint:
-            hint = raw_hint.decode("latin-1")
-            match = _HINT_TIMEOUT.search(hint)
-            if match:
-                seconds = int(match.group(1)) - self.keep_alive_timeout_buffer
-                if seconds <= 0:
-                    socket.close_reason = "keep_alive_refused"
-                    return False
-                if seconds < limit:
-                    limit, limit_reason = seconds, "idle_timeout"
-            match = _HINT_MAX.search(hint)
-            if match and int(match.group(1)) < 1:
-                socket.close_reason = "max_requests"
-                return False
+        """Hook: may this socket be pooled? Default: TCP keep-alive on, ``unref()``, and True unless
+        a lifetime refuses (the server's ``Keep-Alive`` hint at or below the buffer, or ``max=0``;
+        ``socket_ttl`` spent; ``max_requests_per_socket`` reached). The idle limit is
+        min(``free_socket_timeout``, agent ``timeout``, time left under ``socket_ttl``, the hint's
+        ``timeout=N`` minus ``keep_alive_timeout_buffer``). An override decides after those
+        lifetimes. Ports Node's ``keepSocketAlive`` (§5.2, §6.3), which reads only ``timeout=``
+        and only when it starts the header."""
         socket.set_keep_alive(True, self.keep_alive_initial_delay)
         socket.unref()
-        socket._free_timeout = limit  # type: ignore[attr-defined]
-        socket._free_reason = limit_reason  # type: ignore[attr-defined]
-        return True
+        return self._lifetime(socket)[0] is None
 
-    def reuse_socket(self, socket: Socket, req: Any) -> None:
-        """Hook: a free socket is taken for ``req``: stop its idle timer, mark
-        ``req.reused_socket = True`` and ``ref()`` it. Ports Node's ``reuseSocket`` (§5.3)."""
-        socket._reuse()  # idle timer and watcher stopped, ref()'d
+    def reuse_socket(self, socket: Socket, req: PoolRequest) -> None:
+        """Hook: a socket that served a request before is given to ``req`` (from the pool, or
+        handed over from the request before it): stop its idle timer, mark
+        ``req.reused_socket = True`` and ``ref()`` it. Ports Node's ``reuseSocket`` (§5.3), which
+        Node calls for pooled sockets only."""
+        socket._reuse()  # idle timer stopped, ref()'d; the idle watcher runs on until a stale check
         req.reused_socket = True
 
-    def _set_request_socket(self, req: Any, socket: Socket) -> None:
-        timeout = getattr(req, "timeout", None)
+    def _set_request_socket(self, req: PoolRequest, socket: Socket) -> None:
+        timeout = req.timeout
         if timeout is None:
             timeout = self.options.get("timeout") or 0
         if socket.timeout != timeout:
@@ -616,14 +671,13 @@ class Agent(EventEmitter):
         Requests that were using a socket fail with ``ECONNRESET``. Like Node, the agent stays usable
         and queued requests are served on new sockets.
         """
-        for group in list(self.free_sockets.values()):
-            for socket in list(group):
-                socket.close_reason = "agent_destroy"
-                socket.destroy()
-        for group in list(self.sockets.values()):
-            for socket in list(group):
-                socket.close_reason = "agent_destroy"
-                socket.destroy()
+        self._check_fork()
+        for free in list(self.free_sockets.values()):
+            for socket in list(free):
+                socket.destroy(reason="agent_destroy")
+        for active in list(self.sockets.values()):
+            for socket in list(active):
+                socket.destroy(reason="agent_destroy")
 
     close = destroy
 
@@ -634,10 +688,20 @@ class Agent(EventEmitter):
         self.destroy()
 
     def status(self) -> Dict[str, Any]:
-        """Counters and gauges: ``{"total_socket_count", "active", "free", "queued", counters...,
-        "close_reasons": {reason: n}, "origins": {name: {"active", "free", "queued"}}}``."""
+        """Counters and gauges of this agent (of this process after a fork).
+
+        Returns:
+            dict: the counters (``sockets_created``, ``create_errors``, ``sockets_closed``,
+            ``socket_errors``, ``timeouts``, ``requests``, ``reused`` (requests served on a
+            connection that served one before, on every path), ``retries``, ``redispatched``,
+            ``queue_timeouts``, ``queue_full``), ``total_socket_count``, the gauges ``active`` /
+            ``free`` / ``queued``, ``queue_wait`` (``{"count", "total_seconds",
+            "max_seconds"}`` of the requests served after waiting), ``close_reasons``
+            (``{reason: n}``) and ``origins`` (``{name: {"active", "free", "queued"}}``).
+        """
+        self._check_fork()
         origins: Dict[str, Dict[str, int]] = {}
-        for key, attr in (("active", self.sockets), ("free", self.free_sockets), ("queued", self.requests)):
+        for key, attr in (("active", self.sockets), ("free", self.free_sockets), ("queued", self._queues)):
             for name, group in attr.items():
                 origins.setdefault(name, {"active": 0, "free": 0, "queued": 0})[key] = len(group)
         result: Dict[str, Any] = dict(self.counters)
@@ -645,25 +709,33 @@ class Agent(EventEmitter):
             total_socket_count=self.total_socket_count,
             active=sum(o["active"] for o in origins.values()),
             free=sum(o["free"] for o in origins.values()),
-            queued=sum(o["queued"] for o in origins.values()),
+            queued=len(self._waiting),
+            queue_wait={
+                "count": self._queue_wait_count,
+                "total_seconds": self._queue_wait_total,
+                "max_seconds": self._queue_wait_max,
+            },
             close_reasons=dict(self.close_reasons),
             origins=origins,
         )
         return result
 
     # -- convenience -------------------------------------------------------------------------------
-    def request(self, method: str, url: Any, **kw: Any) -> Any:
-        """``geventagent.request(method, url, agent=self, **kw)``: blocks until the response head."""
-        return _client().request(method, url, agent=self, **kw)
+    def request(self, method: str, url: Any, **kw: Any) -> "IncomingMessage":
+        """``geventagent.request(method, url, agent=self, **kw)``: blocks until the response head.
 
-    def get(self, url: Any, **kw: Any) -> Any:
+        Raises:
+            UnknownOptionError for an unknown keyword; see :func:`geventagent.request`.
+        """
+        from .client import request
+
+        return request(method, url, agent=self, **kw)
+
+    def get(self, url: Any, **kw: Any) -> "IncomingMessage":
         """``geventagent.get(url, agent=self, **kw)``."""
-        return _client().request("GET", url, agent=self, **kw)
+        from .client import request
 
-
-def _client() -> Any:
-    """The client module (it imports this one, so it is looked up at call time)."""
-    return sys.modules["geventagent.client"]
+        return request("GET", url, agent=self, **kw)
 
 
 class _SocketHooks:
@@ -692,24 +764,23 @@ class _SocketHooks:
         counters["sockets_closed"] += 1
         if had_error:
             counters["socket_errors"] += 1
-        reason = socket.close_reason or ("error" if had_error else "closed")
+        reason = socket.close_reason or "closed"
         if reason == "connect_error":
             counters["create_errors"] += 1
-        socket.close_reason = reason
         agent.close_reasons[reason] = agent.close_reasons.get(reason, 0) + 1
+        if _log.isEnabledFor(_DEBUG):
+            _log.debug("socket closed %s: %s (%d open)", self.name, reason, agent.total_socket_count)
         agent.remove_socket(socket, self.options)
 
     def ontimeout(self) -> None:
         if self._is_free():
             self.agent.counters["timeouts"] += 1
-            self.socket.close_reason = self.socket._free_reason
-            self.socket.destroy()
+            self.socket.destroy(reason=self.socket._idle_reason)
 
     def onerror(self, exc: Any = None) -> None:
         # Node's freeSocketErrorListener: an error on an idle socket drops it from the pool.
         if self._is_free():
-            self.socket.close_reason = "error"
-            self.socket.destroy()
+            self.socket.destroy(reason="error")
 
     def onremove(self) -> None:
         agent, socket, name = self.agent, self.socket, self.name
@@ -719,13 +790,17 @@ class _SocketHooks:
             free.remove(socket)
             if not free:
                 del agent.free_sockets[name]
-            socket._stop_idle_timer()
-            socket._unwatch_idle()
-        socket.close_reason = socket.close_reason or "agent_remove"
-        agent.close_reasons[socket.close_reason] = agent.close_reasons.get(socket.close_reason, 0) + 1
+            socket._unpool()
+        reason = "agent_remove"
+        agent.close_reasons[reason] = agent.close_reasons.get(reason, 0) + 1
         agent.remove_socket(socket, self.options)
         for event in ("close", "free", "agentRemove", "timeout", "error"):
             for handler in socket.raw_listeners(event):
                 if getattr(handler, "__self__", None) is self:
                     socket.remove_listener(event, handler)
         socket._agent = None
+
+
+#: The default agent (Node >= 19): keep-alive, LIFO, 5 s socket timeout. Assign
+#: ``geventagent.global_agent`` to replace it (read at call time, as Node's ``http.globalAgent``).
+global_agent = Agent(keep_alive=True, scheduling="lifo", timeout=5.0)

@@ -1,30 +1,33 @@
 """``ClientRequest``, ``request()`` and ``get()``: Node's ``http.ClientRequest`` as blocking calls.
 
 ``request()``/``end()`` block the calling greenlet (never the hub) until the response head has
-arrived. The flow ports ``lib/_http_client.js``: agent selection (§4.1), ``on_socket`` (§4.5), the
-keep-alive decision (§6.1, §6.2) and the end of an exchange (§4.6). Every failure path releases the
-request's queue slot and socket in ``finally``-style handlers that also run for ``gevent.Timeout``
-and ``GreenletExit``.
+arrived. The flow ports ``lib/_http_client.js``: agent selection (§4.1), ``onSocket`` (§4.5), the
+end of an exchange (§4.6) and the events of §8. The cycle on the socket (writing, framing,
+reading, the pool-or-close verdict) is the socket's :class:`~geventagent.exchange.Exchange`;
+this module chooses the agent, waits for a socket, drives the exchange, emits Node's events and
+retries a request that a reused keep-alive socket lost. Every failure path releases the request's
+queue slot and socket, also for ``gevent.Timeout`` and ``GreenletExit``.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
-import io
+import enum
+import json as _json
 import math
-import os
 import re
-import sys
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
-from urllib.parse import unquote, urlsplit
+from typing import Any, Dict, Mapping, Optional, Tuple
+from urllib.parse import urlencode
 
 import gevent
 from gevent.hub import Waiter
 
-from ._http import MAX_HEADER_SIZE, ResponseParser, check_header_name, check_header_value, encode_head
-from .agent import IDEMPOTENT_METHODS, validate_retry, validate_seconds
+from . import _options
+from . import agent as _agent
+from . import https as _https
+from ._http import MAX_HEADER_SIZE, check_header_name
+from ._options import IDEMPOTENT_METHODS, REQUEST_OPTIONS, validate_retry, validate_seconds
 from .errors import (
     ConnectionReset,
     GeventAgentError,
@@ -35,14 +38,14 @@ from .errors import (
     UnescapedCharactersError,
     socket_hang_up,
 )
-from .events import EventEmitter
-from .incoming import IncomingMessage
+from .exchange import CHUNK_MAX, Exchange, Interim
+from .incoming import IncomingMessage, build_headers
+from .outgoing import Body, OutgoingMessage, decide_framing, prepare_body, replayable
 from .socket import Socket
 
 __all__ = ["ClientRequest", "request", "get"]
 
-_INVALID_PATH = re.compile(r"[^\u0021-\u00ff]")
-_INVALID_HOST = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+_INVALID_HOST_CHARS = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 _NOT_CONNECT_OPTIONS = frozenset(
     (
         "headers",
@@ -56,90 +59,40 @@ _NOT_CONNECT_OPTIONS = frozenset(
         "default_port",
         "max_header_size",
         "retry",
+        "queue_timeout",
     )
 )
 _METHODS: Dict[str, str] = {}
-_UNSET = object()
-_CLOSE_TOKEN = re.compile(r"(?:^|\W)close(?:$|\W)", re.I)
-#: Methods Node sends without a body framing header when none is given.
-_NO_DEFAULT_BODY = frozenset(("GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"))
-_CHUNK = 64 * 1024
-#: First read of a response: most heads (and small bodies) fit; larger bodies are read 64 KiB at a time.
-HEAD_READ_SIZE = 16 * 1024
-#: Seconds to wait for ``100 Continue`` before sending the body anyway (as curl does).
-EXPECT_CONTINUE_SECONDS = 1.0
+_UNSET: Any = object()
+#: A request whose write finds its reused socket closed goes out again on another; at most this often.
+MAX_REDISPATCH = 8
 
-Body = Union[None, bytes, bytearray, memoryview, str, Iterable[Any], io.IOBase]
+
+class _Stage(enum.IntEnum):
+    """Where a request is with its agent (``destroyed`` is Node's flag, kept beside it)."""
+
+    NEW = 0  # the agent has not been asked for a socket
+    WAITING = 1  # add_request() called: queued, or a socket is on its way
+    ASSIGNED = 2  # a socket is the request's (connecting, exchanging)
+    RELEASED = 3  # the response ended: the socket went back to the agent, or was closed
 
 
 def _default_agent(protocol: Optional[str]) -> Any:
-    pkg = sys.modules["geventagent"]
-    if protocol == "https:" and getattr(pkg, "https_global_agent", None) is not None:
-        return pkg.https_global_agent
-    return pkg.global_agent
+    """The global agent for ``protocol``, read at call time (``ga.global_agent = ...`` takes effect)."""
+    if protocol == "https:":
+        return _https.https_global_agent
+    return _agent.global_agent
 
 
-def _url_template(url: str) -> Tuple[str, str, Optional[int], str, Optional[str]]:
-    """``(protocol, hostname, port or None, path, auth or None)`` of a URL, validated once and cached."""
-    template = _TEMPLATES.get(url)
-    if template is None:
-        opts = _parse_url(url)
-        path = opts["path"]
-        if _INVALID_PATH.search(path):
-            raise UnescapedCharactersError("Request path contains unescaped characters")
-        template = (opts["protocol"], opts["hostname"], opts.get("port"), path, opts.get("auth"))
-        if len(_TEMPLATES) >= 2048:
-            _TEMPLATES.clear()
-        _TEMPLATES[url] = template
-    return template
-
-
-_TEMPLATES: Dict[str, Tuple[str, str, Optional[int], str, Optional[str]]] = {}
-#: Encoded request heads of requests whose only header is the Host header we set.
-_HEADS: Dict[Tuple[Any, ...], bytes] = {}
-
-
-def _options_from_url(url: str) -> Dict[str, Any]:
-    """Node-style options from a URL (cached: services call the same URLs again and again)."""
-    return _parse_url(url).copy()
-
-
-@functools.lru_cache(maxsize=2048)
-def _parse_url(url: str) -> Dict[str, Any]:
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
-        from .errors import InvalidArgValueError
-
-        raise InvalidArgValueError("Invalid URL: %r" % (url,), code="ERR_INVALID_URL")
-    opts: Dict[str, Any] = {"protocol": parts.scheme.lower() + ":", "hostname": parts.hostname or "localhost"}
-    try:
-        port = parts.port
-    except ValueError as exc:
-        from .errors import InvalidArgValueError
-
-        raise InvalidArgValueError("Invalid URL: %r" % (url,), code="ERR_INVALID_URL") from exc
-    if port:
-        opts["port"] = port
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    opts["path"] = path
-    if parts.username is not None:
-        auth = unquote(parts.username)
-        if parts.password is not None:
-            auth += ":" + unquote(parts.password)
-        opts["auth"] = auth
-    return opts
-
-
-class ClientRequest(EventEmitter):
+class ClientRequest(OutgoingMessage):
     """An outgoing request. Sends nothing until :meth:`write`, :meth:`end` or :meth:`flush_headers`.
 
     Args:
         url (str | Mapping | None): a URL, or Node-style options in snake_case (``protocol``,
             ``hostname``, ``host``, ``port``, ``path``, ``method``, ``headers``, ``agent``,
             ``socket_path``, ``local_address``, ``family``, ``auth``, ``timeout``, ``set_host``,
-            ``default_port``, ``max_header_size``); keyword arguments override it.
+            ``default_port``, ``max_header_size``, ``retry``, ``queue_timeout``, TLS options);
+            keyword arguments override it.
         method (str): default ``"GET"``; upper-cased; must be an HTTP token.
         headers (Mapping | list of pairs | None): request headers; validated here.
         agent (Agent | False | None): None = the global agent for the scheme (read at call time);
@@ -147,6 +100,7 @@ class ClientRequest(EventEmitter):
         timeout (float | None): socket inactivity limit in seconds (else the agent's).
 
     Raises (at construction, nothing sent):
+        UnknownOptionError (``ERR_INVALID_ARG_VALUE``, a ``TypeError``): an unknown option name.
         InvalidArgTypeError (``ERR_INVALID_ARG_TYPE``): bad ``agent``, ``url`` or option types.
         InvalidProtocolError (``ERR_INVALID_PROTOCOL``): a scheme the agent does not serve.
         InvalidHttpTokenError / InvalidCharError: bad method or header.
@@ -167,12 +121,8 @@ class ClientRequest(EventEmitter):
         "host",
         "port",
         "timeout",
+        "queue_timeout",
         "max_header_size",
-        "method",
-        "path",
-        "_headers",
-        "_head_sent",
-        "should_keep_alive",
         "_connect_options",
         "retry",
         "reused_socket",
@@ -181,19 +131,14 @@ class ClientRequest(EventEmitter):
         "finished",
         "socket",
         "res",
-        "_fresh",
-        "_stale_check_at_write",
-        "_dispatched",
-        "_chunked",
+        "fresh_connection",
+        "stale_check_at_write",
+        "_stage",
         "_ended",
         "_closed",
-        "_released",
         "_socket_result",
         "_waiter",
-        "_queue_name",
-        "_queue_seq",
-        "_agent_options",
-        "_parser",
+        "_exchange",
         "_t_dispatch",
         "_t_socket",
         "_t_connected",
@@ -205,9 +150,7 @@ class ClientRequest(EventEmitter):
     res: Optional[IncomingMessage]
     _socket_result: Optional[Tuple[Optional[Socket], Optional[BaseException]]]
     _waiter: Optional[Waiter]
-    _queue_name: Optional[str]
-    _agent_options: Optional[Dict[str, Any]]
-    _parser: Optional[ResponseParser]
+    _exchange: Optional[Exchange]
 
     def __init__(
         self,
@@ -221,18 +164,18 @@ class ClientRequest(EventEmitter):
     ) -> None:
         self._events = self._max_listeners = self._warned = None
         self.reused_socket = self.retried = self.destroyed = self.finished = False
+        self.fresh_connection = self.stale_check_at_write = False
         self.socket = self.res = None
-        self._fresh = self._stale_check_at_write = self._dispatched = self._chunked = False
-        self._ended = self._closed = self._released = False
-        self._socket_result = self._waiter = self._queue_name = self._agent_options = self._parser = None
-        self._queue_seq = 0
+        self._stage = _Stage.NEW
+        self._ended = self._closed = False
+        self._socket_result = self._waiter = self._exchange = None
         self._t_dispatch = self._t_socket = self._t_connected = 0.0
         self._t_sent = self._t_first_byte = self._t_headers = 0.0
+        queue_timeout: Any = _UNSET
         if not options and type(url) is str:
             # The common case, a URL and nothing else: its parts come parsed and validated from a
             # per-URL cache, and no options dict is built.
-            template = _url_template(url)
-            protocol, host, port, path, auth = template
+            protocol, host, port, path, auth = _options.url_template(url)
             default_agent = _default_agent(protocol)
             opts: Any = None
             set_host = True
@@ -240,7 +183,9 @@ class ClientRequest(EventEmitter):
             max_header_size = None
             retry = _UNSET
         else:
-            opts = self._gather(url, method, headers, agent, timeout, options)
+            if options:
+                _options.check_names(options, REQUEST_OPTIONS, "ClientRequest()")
+            opts = _gather(url, method, headers, agent, timeout, options)
             method, headers, timeout = opts.get("method"), opts.get("headers"), opts.get("timeout")
             agent = opts.pop("agent", None)
             default_agent = opts.pop("_default_agent", None) or _default_agent(opts.get("protocol"))
@@ -257,13 +202,15 @@ class ClientRequest(EventEmitter):
             path = opts.get("path") or "/"
             if not isinstance(path, str):
                 raise InvalidArgTypeError('The "options.path" property must be of type string. Received %r' % (path,))
-            if _INVALID_PATH.search(path):
+            if _options.INVALID_PATH.search(path):
                 raise UnescapedCharactersError("Request path contains unescaped characters")
             auth = opts.get("auth")
             set_host = opts.get("set_host", True)
             default_port = opts.get("default_port")
             max_header_size = opts.get("max_header_size")
             retry = opts.get("retry", _UNSET)
+            if "queue_timeout" in opts:
+                queue_timeout = validate_seconds("queue_timeout", opts["queue_timeout"])
 
         if agent is False:
             agent = type(default_agent)()
@@ -274,7 +221,7 @@ class ClientRequest(EventEmitter):
                 'The "options.agent" property must be one of Agent-like Object, None, or False. '
                 "Received type %s (%r)" % (type(agent).__name__, agent)
             )
-        self.agent = agent
+        self.agent: _agent.Agent = agent
         protocol = protocol or default_agent.protocol
         expected = getattr(agent, "protocol", None) or default_agent.protocol
         if protocol != expected:
@@ -292,6 +239,7 @@ class ClientRequest(EventEmitter):
         self.host = host
         self.port = port
         self.timeout = None if timeout is None else validate_seconds("timeout", timeout)
+        self.queue_timeout = getattr(agent, "queue_timeout", None) if queue_timeout is _UNSET else queue_timeout
         self.max_header_size = max_header_size or MAX_HEADER_SIZE
 
         method = method or "GET"
@@ -305,8 +253,8 @@ class ClientRequest(EventEmitter):
         self.method = upper
         self.path = path
 
-        self._headers: Dict[str, Tuple[str, Any]] = {}
-        self._head_sent = False
+        self._headers = {}
+        self.headers_sent = False
         if headers:
             items = headers.items() if isinstance(headers, Mapping) else headers
             for name, value in items:
@@ -315,7 +263,7 @@ class ClientRequest(EventEmitter):
             host_header = "[%s]" % host if ":" in host else host
             if port != default_port:
                 host_header += ":%d" % port
-            if _INVALID_HOST.search(host_header):
+            if _INVALID_HOST_CHARS.search(host_header):
                 raise UnescapedCharactersError("Invalid host: %r" % (host,))
             self._headers["host"] = ("Host", host_header)
         if auth and "authorization" not in self._headers:
@@ -339,36 +287,14 @@ class ClientRequest(EventEmitter):
 
         self.retry = getattr(agent, "retry", "idempotent") if retry is _UNSET else validate_retry(retry)
 
-    @staticmethod
-    def _gather(
-        url: Any, method: Any, headers: Any, agent: Any, timeout: Any, options: Dict[str, Any]
-    ) -> Dict[str, Any]:
-        """One options dict from a URL or Node-style options and the keyword arguments."""
-        opts: Dict[str, Any]
-        if url is None:
-            opts = {}
-        elif isinstance(url, str):
-            opts = _options_from_url(url)
-        elif isinstance(url, Mapping):
-            opts = dict(url)
-        else:
-            raise InvalidArgTypeError(
-                'The "url" argument must be of type str or a mapping. Received type %s' % type(url).__name__
-            )
-        for key, value in options.items():
-            opts[key] = value
-        if method is not None:
-            opts["method"] = method
-        if headers is not None:
-            opts["headers"] = headers
-        if agent is not None:
-            opts["agent"] = agent
-        if timeout is not None:
-            opts["timeout"] = timeout
-        return opts
-
     def __repr__(self) -> str:
-        return "<ClientRequest %s %s%s>" % (self.method, self.host, self.path)
+        return "<ClientRequest %s %s%s %s>" % (self.method, self.host, self.path, self._stage.name.lower())
+
+    @property
+    def connect_options(self) -> Dict[str, Any]:
+        """The options this request hands the agent's ``add_request()`` (host, port, connect and TLS
+        options; Node's ``optsWithoutSignal``): a copy."""
+        return dict(self._connect_options)
 
     def timings(self) -> Dict[str, float]:
         """Phase durations in seconds (``time.perf_counter``): ``queue`` (waiting for a socket),
@@ -387,65 +313,6 @@ class ClientRequest(EventEmitter):
             "headers": span(self._t_dispatch, self._t_headers),
         }
 
-    # -- headers --------------------------------------------------------------------------------
-    def set_header(self, name: str, value: Any) -> "ClientRequest":
-        """Set a header (a list value sends one line per item).
-
-        Raises:
-            InvalidHttpTokenError, InvalidCharError; GeventAgentError ``ERR_HTTP_HEADERS_SENT``.
-        """
-        if self._head_sent:
-            raise GeventAgentError("Cannot set headers after they are sent to the client", code="ERR_HTTP_HEADERS_SENT")
-        check_header_name(name)
-        if isinstance(value, (list, tuple)):
-            value = [check_header_value(name, v) for v in value]
-        else:
-            value = check_header_value(name, value)
-        self._headers[name.lower()] = (name, value)
-        return self
-
-    def get_header(self, name: str) -> Any:
-        """The value set for ``name`` (case-insensitive), or None."""
-        item = self._headers.get(name.lower())
-        return item[1] if item else None
-
-    def has_header(self, name: str) -> bool:
-        return name.lower() in self._headers
-
-    def remove_header(self, name: str) -> None:
-        """Remove a header before the head is sent."""
-        if self._head_sent:
-            raise GeventAgentError("Cannot remove headers after they are sent", code="ERR_HTTP_HEADERS_SENT")
-        self._headers.pop(name.lower(), None)
-
-    def get_headers(self) -> Dict[str, Any]:
-        """``{lower-case name: value}`` of the headers set so far."""
-        return {key: value for key, (_, value) in self._headers.items()}
-
-    def get_header_names(self) -> List[str]:
-        return list(self._headers)
-
-    def _head_pairs(self, length: Optional[int], chunked: bool) -> List[Tuple[str, str]]:
-        pairs: List[Tuple[str, str]] = []
-        headers = self._headers
-        for name, value in headers.values():
-            if isinstance(value, list):
-                pairs.extend((name, v) for v in value)
-            else:
-                pairs.append((name, value))
-        if "connection" not in headers:
-            pairs.append(("Connection", "keep-alive" if self.should_keep_alive else "close"))
-        elif _CLOSE_TOKEN.search(str(headers["connection"][1])):
-            # The caller asked the server to close: never pool this socket, whatever the reply says
-            # (Node keeps shouldKeepAlive and lets the reply decide; a server may close anyway).
-            self.should_keep_alive = False
-        if "content-length" not in headers and "transfer-encoding" not in headers:
-            if chunked:
-                pairs.append(("Transfer-Encoding", "chunked"))
-            elif length is not None and (length > 0 or self.method not in _NO_DEFAULT_BODY):
-                pairs.append(("Content-Length", str(length)))
-        return pairs
-
     # -- the socket (§4.5) ----------------------------------------------------------------------
     def on_socket(self, socket: Optional[Socket], err: Optional[BaseException] = None) -> None:
         """Called by the agent with the socket for this request (or an error). Never blocks; wakes
@@ -459,15 +326,12 @@ class ClientRequest(EventEmitter):
         if waiter is not None:
             gevent.get_hub().loop.run_callback(waiter.switch, None)
 
-    def _dispatch(self) -> None:
-        if self._dispatched:
-            return
-        self._dispatched = True
-        self.agent.add_request(self, self._connect_options)
-
-    def _acquire_socket(self) -> Socket:
+    def _acquire(self) -> Exchange:
+        """Ask the agent for a socket, wait for it, connect it; start its exchange."""
         self._t_dispatch = _now()
-        self._dispatch()
+        if self._stage is _Stage.NEW:
+            self._stage = _Stage.WAITING
+            self.agent.add_request(self, self._connect_options)
         if self._socket_result is None:
             waiter = self._waiter = Waiter()
             try:
@@ -480,6 +344,7 @@ class ClientRequest(EventEmitter):
         if err is not None:
             raise err
         assert socket is not None
+        self._stage = _Stage.ASSIGNED
         self.socket = socket
         socket._http_message = self
         if self._events and "socket" in self._events:
@@ -492,50 +357,37 @@ class ClientRequest(EventEmitter):
             self._t_connected = _now()
         else:
             self._t_connected = self._t_socket
-        socket.requests += 1
-        return socket
+        exchange = socket._exchange
+        if exchange is None:
+            exchange = socket._exchange = Exchange(socket)
+        exchange.start(self.method, self.max_header_size)
+        self._exchange = exchange
+        return exchange
 
     # -- writing --------------------------------------------------------------------------------
-    def _send_head(self, length: Optional[int], chunked: bool, first: bytes = b"", whole: bool = False) -> None:
-        """Acquire a socket and write the head (and ``first`` body bytes). ``whole``: that is the
-        entire request, so the write may be corked with other greenlets' (``Socket.send_corked``)."""
-        socket = self._acquire_socket()
-        headers = self._headers
-        if len(headers) == 1 and "host" in headers:
-            # Only the Host header we set: the head is a function of a few values; cache it.
-            key = (self.method, self.path, headers["host"][1], self.should_keep_alive, length, chunked)
-            head = _HEADS.get(key)
-            if head is None:
-                head = encode_head(self.method, self.path, self._head_pairs(length, chunked))
-                if len(_HEADS) >= 4096:
-                    _HEADS.clear()
-                _HEADS[key] = head
-        else:
-            head = encode_head(self.method, self.path, self._head_pairs(length, chunked))
-        self._head_sent = True
-        self._chunked = chunked
-        if whole:
-            socket.send_corked(head + first if first else head)
-        else:
-            socket.send(head + first if first else head)
+    def _start_streaming(self) -> Exchange:
+        """Acquire a socket and write the head for a body written piece by piece."""
+        chunked, _ = decide_framing(self._headers, self.method, None)
+        exchange = self._acquire()
+        head = self._encode_head(None, chunked, False)
+        exchange.keep_alive = self.should_keep_alive
+        length = self._headers.get("content-length")
+        exchange.send_head(head, chunked, None if chunked or length is None else int(str(length[1]).strip()))
+        return exchange
 
     def flush_headers(self) -> None:
         """Send the head now (with ``Transfer-Encoding: chunked`` unless a length was set)."""
-        if not self._head_sent:
-            self._guard(self._send_head, None, self._wants_chunked())
+        if not self.headers_sent:
+            self._guard(self._start_streaming)
 
-    def _wants_chunked(self) -> bool:
-        headers = self._headers
-        if "content-length" in headers:
-            return False
-        te = headers.get("transfer-encoding")
-        if te is not None:
-            return "chunked" in str(te[1]).lower()
-        return True
-
-    def write(self, chunk: Union[bytes, str]) -> bool:
+    def write(self, chunk: Any) -> bool:
         """Send a body chunk (the head first, chunked unless ``Content-Length`` was set). Blocks
-        until written. Returns True."""
+        until written. Returns True.
+
+        Raises:
+            GeventAgentError (``ERR_STREAM_WRITE_AFTER_END``) after :meth:`end`; ContentLengthMismatch
+            past the caller's ``Content-Length``; the errors of :meth:`end`.
+        """
         if self._ended:
             raise GeventAgentError("write after end", code="ERR_STREAM_WRITE_AFTER_END")
         data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
@@ -543,11 +395,11 @@ class ClientRequest(EventEmitter):
         return True
 
     def _write(self, data: bytes) -> None:
-        if not self._head_sent:
-            self._send_head(None, self._wants_chunked())
+        exchange = self._exchange if self.headers_sent else self._start_streaming()
         if data:
-            assert self.socket is not None
-            self.socket.send(b"%x\r\n%s\r\n" % (len(data), data) if self._chunked else data)
+            if exchange is None:
+                raise socket_hang_up()
+            exchange.send_body((data,))
 
     def end(self, data: Body = None) -> IncomingMessage:
         """Finish the request (optionally with a last body part) and block until the response head.
@@ -559,8 +411,8 @@ class ClientRequest(EventEmitter):
             IncomingMessage: its body is streamed by ``read()``/iteration.
         Raises:
             ConnectionRefused, ConnectionReset (``"socket hang up"``), RequestTimeout (``ETIMEDOUT``,
-            after ``'timeout'``), HttpParseError (``HPE_*``), NetworkError. The request is destroyed
-            and its socket never pooled.
+            after ``'timeout'``), QueueTimeout / QueueFull (nothing sent), HttpParseError (``HPE_*``),
+            ContentLengthMismatch, NetworkError. The request is destroyed and its socket never pooled.
         """
         if self._ended:
             raise GeventAgentError("end() was already called", code="ERR_STREAM_WRITE_AFTER_END")
@@ -581,11 +433,9 @@ class ClientRequest(EventEmitter):
     def _failed(self, exc: BaseException) -> None:
         """The request failed with ``exc``: destroy it (``'timeout'`` first for a timeout);
         a ``BaseException`` such as ``gevent.Timeout`` or ``GreenletExit`` releases it too."""
-        if isinstance(exc, GeventAgentError):
+        if isinstance(exc, Exception):
             if isinstance(exc, RequestTimeout):
                 self._emit_timeout()
-            self._fail(exc)
-        elif isinstance(exc, Exception):
             self._fail(exc)
         else:
             self._fail(None)
@@ -593,58 +443,70 @@ class ClientRequest(EventEmitter):
     def _end(self, data: Body) -> IncomingMessage:
         if self.destroyed:
             raise socket_hang_up()
-        if self._head_sent:
-            body, _ = _prepare_body(data)
-            for part in body:
-                self._write(part)
-            if self._chunked:
-                self.socket.send(b"0\r\n\r\n")  # type: ignore[union-attr]
-            return self._finish_and_read()
-        replay = _replayable(data)
-        self._stale_check_at_write = True
-        try:
+        if self.headers_sent:  # after write() / flush_headers(): the head went out already
+            exchange = self._exchange
+            if exchange is None:
+                raise socket_hang_up()
+            parts, _ = prepare_body(data)
+            exchange.send_body(parts)
+            exchange.end_body()
+            return self._finish_and_read(exchange)
+        replay = replayable(data)
+        self.stale_check_at_write = True
+        redispatched = 0
+        while True:
             try:
-                return self._exchange(data)
+                return self._attempt(data)
             except StaleSocket:
-                # Nothing was written: go again on a new connection, whatever the method (as if
+                # Nothing was written: go again on another connection, whatever the method (as if
                 # the agent's peek had found the socket stale before handing it over).
-                if self.destroyed:
+                if self.destroyed or redispatched >= MAX_REDISPATCH:
                     raise
+                redispatched += 1
                 self._reset_for_retry(count=False)
-                counters = getattr(self.agent, "counters", None)
-                if counters is not None:
-                    counters["redispatched"] = counters.get("redispatched", 0) + 1
-                return self._exchange(data)
-        except ConnectionReset as exc:
-            if not self._may_retry(exc, replay):
-                raise
-            self._reset_for_retry()
-            return self._exchange(data if replay is True else replay())
+                self._count("redispatched")
+            except ConnectionReset as exc:
+                if not self._may_retry(exc, replay):
+                    raise
+                self._reset_for_retry()
+                if replay is not True:
+                    data = replay()
 
-    def _exchange(self, data: Body) -> IncomingMessage:
-        body, length = _prepare_body(data)
+    def _attempt(self, data: Body) -> IncomingMessage:
+        parts, length = prepare_body(data)
         headers = self._headers
-        chunked = length is None and self._wants_chunked()
+        chunked, add_length = decide_framing(headers, self.method, length)  # raises before a slot is taken
+        exchange = self._acquire()
+        if self._events and "socket" in self._events:  # a 'socket' listener may have set headers
+            chunked, add_length = decide_framing(headers, self.method, length)
+        head = self._encode_head(length, chunked, add_length)
+        exchange.keep_alive = self.should_keep_alive
         expect = headers.get("expect")
         if expect is not None and str(expect[1]).lower() == "100-continue" and length != 0:
-            self._send_head(length, chunked)
-            if not self._await_continue():
-                return self._read_response()
-            self._send_body(body, chunked)
-        elif isinstance(body, list) and len(body) <= 1 and (not body or len(body[0]) <= _CHUNK):
-            last = b"0\r\n\r\n" if chunked else b""
-            self._send_head(length, chunked, _frame(body[0], chunked) + last if body else last, whole=True)
+            exchange.send_head(head, chunked, None, expect_continue=True)
+            if not exchange.await_continue(self._on_interim):
+                return self._read_response(exchange)
+            exchange.send_body(parts)
+            exchange.end_body()
+        elif isinstance(parts, list) and len(parts) <= 1 and (not parts or len(parts[0]) <= CHUNK_MAX):
+            exchange.send_whole(head, parts[0] if parts else b"", chunked)
         else:
-            self._send_head(length, chunked)
-            self._send_body(body, chunked)
-        return self._finish_and_read()
+            exchange.send_head(head, chunked, None)
+            exchange.send_body(parts)
+            exchange.end_body()
+        return self._finish_and_read(exchange)
 
-    def _finish_and_read(self) -> IncomingMessage:
+    def _finish_and_read(self, exchange: Exchange) -> IncomingMessage:
         self._t_sent = _now()
         self.finished = True
         if self._events and "finish" in self._events:
             self.emit("finish")
-        return self._read_response()
+        return self._read_response(exchange)
+
+    def _count(self, counter: str) -> None:
+        counters = getattr(self.agent, "counters", None)
+        if counters is not None:
+            counters[counter] = counters.get(counter, 0) + 1
 
     # -- safe retry on a stale reused socket (a difference from Node) -----------------------------
     def _may_retry(self, exc: BaseException, replay: Any) -> bool:
@@ -653,8 +515,8 @@ class ClientRequest(EventEmitter):
         allows the method."""
         if not self.reused_socket or self.retried or self.destroyed or replay is None:
             return False
-        parser = self._parser
-        if parser is not None and parser.bytes_received:
+        exchange = self._exchange
+        if exchange is not None and exchange.response_bytes:
             return False
         policy = self.retry
         if policy == "always":
@@ -662,167 +524,105 @@ class ClientRequest(EventEmitter):
         return policy == "idempotent" and self.method in IDEMPOTENT_METHODS
 
     def _reset_for_retry(self, count: bool = True) -> None:
-        """Drop the socket and start over on a new connection. ``count``: this is a retry of a
-        request that may have been written (counted, and allowed once); else nothing was written."""
-        socket = self.socket
-        if socket is not None and not socket.destroyed:
-            if count or not socket.close_reason:  # a stale socket found before the write keeps its reason
-                socket.close_reason = "stale"
-            socket.destroy()
+        """Drop the socket and start over on another connection. ``count``: this is a retry of a
+        request that may have been written (counted, and allowed once); else nothing was written
+        (a redispatch)."""
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            exchange.fail("stale")  # a socket found stale keeps the reason it was found with
+        elif self.socket is not None and not self.socket.destroyed:
+            self.socket.destroy(reason="stale")
         if count:
-            counters = getattr(self.agent, "counters", None)
-            if counters is not None:
-                counters["retries"] = counters.get("retries", 0) + 1
+            self._count("retries")
             self.retried = True
+            self.fresh_connection = True  # the agent creates a new connection instead of taking a free one
         self.reused_socket = False
         self.socket = None
         self._socket_result = None
-        self._dispatched = False
-        self._head_sent = False
-        self._parser = None
-        self._fresh = True  # the agent creates a new connection instead of taking a free one
-
-    def _send_body(self, body: Iterable[bytes], chunked: bool) -> None:
-        socket = self.socket
-        assert socket is not None
-        for part in body:
-            if part:
-                socket.send(_frame(part, chunked))
-        if chunked:
-            socket.send(b"0\r\n\r\n")
-
-    def _await_continue(self) -> bool:
-        """After an ``Expect: 100-continue`` head: True to send the body (100 arrived, or nothing
-        within ``EXPECT_CONTINUE_SECONDS``); False if the final response came first."""
-        socket = self.socket
-        assert socket is not None
-        parser = self._parser = ResponseParser(self.method, self.max_header_size)
-        previous = socket.timeout
-        socket.set_timeout(min(EXPECT_CONTINUE_SECONDS, previous or EXPECT_CONTINUE_SECONDS))
-        try:
-            while not parser.informational and not parser.headers_complete:
-                data = socket.recv(65536)
-                if not data:
-                    raise socket_hang_up()
-                parser.feed(data)
-        except RequestTimeout:
-            return True
-        finally:
-            if not socket.destroyed:
-                socket.set_timeout(previous)
-        if parser.headers_complete:
-            self.should_keep_alive = False  # the body was never sent: do not reuse
-            return False
-        return True
+        self._stage = _Stage.NEW
+        self.headers_sent = False
 
     # -- reading (§4.6) -------------------------------------------------------------------------
-    def _read_response(self) -> IncomingMessage:
-        socket = self.socket
-        assert socket is not None
-        parser = self._parser
-        if parser is None:
-            parser = self._parser = ResponseParser(self.method, self.max_header_size)
-        seen = 0
-        while True:
-            informational = parser.informational
-            while seen < len(informational):
-                status, message, version, raw = informational[seen]
-                seen += 1
-                if status == 100 and self._events and "continue" in self._events:
-                    self.emit("continue")
-                if self._events and "information" in self._events:
-                    from .incoming import build_headers
+    def _on_interim(self, info: Interim) -> None:
+        status, message, version, raw = info
+        events = self._events
+        if not events:
+            return
+        if status == 100 and "continue" in events:
+            self.emit("continue")
+        if "information" in events:
+            self.emit(
+                "information",
+                {
+                    "status_code": status,
+                    "status_message": message,
+                    "http_version": version,
+                    "headers": build_headers(raw),
+                    "raw_headers": raw,
+                },
+            )
 
-                    self.emit(
-                        "information",
-                        {
-                            "status_code": status,
-                            "status_message": message,
-                            "http_version": version,
-                            "headers": build_headers(raw),
-                            "raw_headers": raw,
-                        },
-                    )
-            if parser.headers_complete:
-                break
-            data = socket.recv(HEAD_READ_SIZE)
-            if not data:
-                raise socket_hang_up()
-            if not self._t_first_byte:
-                self._t_first_byte = _now()
-            parser.feed(data)
+    def _read_response(self, exchange: Exchange) -> IncomingMessage:
+        parser = exchange.read_head(self._on_interim)
+        self._t_first_byte = exchange.t_first_byte
         self._t_headers = _now()
-        res = IncomingMessage(self, parser, socket)
+        res = IncomingMessage(self, exchange, parser)
         self.res = res
-        upgrade = parser.upgrade_head is not None
-        if self.should_keep_alive and not parser.keep_alive and not upgrade:
-            self.should_keep_alive = False
-        if upgrade:
-            return self._on_upgrade(res, socket)
+        if parser.upgrade_head is not None:
+            return self._on_upgrade(res, exchange)
+        if self.should_keep_alive and not parser.keep_alive:
+            self.should_keep_alive = False  # Node §6.2
         if self._events and "response" in self._events:
             self.emit("response", res)
         res._deliver()
         return res
 
-    def _on_upgrade(self, res: IncomingMessage, socket: Socket) -> IncomingMessage:
+    def _on_upgrade(self, res: IncomingMessage, exchange: Exchange) -> IncomingMessage:
+        socket = exchange.socket
         event = "connect" if self.method == "CONNECT" else "upgrade"
+        res.complete = True
+        self._exchange = None
+        self._stage = _Stage.RELEASED
         if self._events and event in self._events:
             socket.emit("agentRemove")
             socket._http_message = None
-            res.socket = socket
-            res.complete = True
             self.emit(event, res, socket, res.upgrade_head or b"")
         else:
-            res.complete = True
             res.socket = None
-            socket.close_reason = "upgrade_unhandled"
-            socket.destroy()
+            socket.destroy(reason="upgrade_unhandled")
         self._emit_close()
         return res
 
-    def _response_on_end(self, res: IncomingMessage) -> None:
+    def _response_complete(self, res: IncomingMessage) -> None:
         """The response was fully parsed: emit res ``'end'``, then pool the socket (req ``'close'``,
         socket ``'free'``) or close it, then res ``'close'`` (Node's order, §4.6 and §8)."""
-        if self._released:
+        exchange, self._exchange = self._exchange, None
+        if exchange is None:
             return
-        self._released = True
-        socket = self.socket
-        parser = self._parser
+        self._stage = _Stage.RELEASED
+        socket = exchange.socket
         res.socket = None
-        reusable = (
-            socket is not None
-            and not socket.destroyed
-            and self.should_keep_alive
-            and parser is not None
-            and parser.keep_alive
-            and not parser.stray
-            and self.finished
-            and socket._agent is not None
-        )
-        if socket is not None and not socket.destroyed:
+        reason = exchange.verdict()
+        if not socket.destroyed:
             socket._before_release()
-        if reusable:
+        if reason is None:
             self.destroyed = True  # Node: a later req.destroy() cannot touch the pooled socket
         if res._events and "end" in res._events:
             res.emit("end")
-        if socket is not None and not socket.destroyed:
-            if reusable:
+        if not socket.destroyed:
+            if reason is None:
                 self._emit_close()
                 socket.emit("free")
             else:
-                if socket.close_reason is None:
-                    if parser is not None and parser.stray:
-                        socket.close_reason = "unexpected_data"
-                    elif socket._agent is None:
-                        socket.close_reason = "agent_remove"
-                    elif not self.should_keep_alive or not (parser and parser.keep_alive):
-                        socket.close_reason = "server_close" if self.agent.keep_alive else "not_keep_alive"
-                    else:
-                        socket.close_reason = "not_reusable"
-                socket.destroy()
+                socket.destroy(reason=reason)
         self._emit_close()
         res._emit_close()
         self.res = None  # res.req stays; dropping this side frees both without the cycle collector
+
+    def _response_aborted(self, res: IncomingMessage) -> None:
+        self._exchange = None
+        self._stage = _Stage.RELEASED
+        self._emit_close()
 
     # -- failure and teardown -------------------------------------------------------------------
     def _emit_timeout(self) -> None:
@@ -841,24 +641,29 @@ class ClientRequest(EventEmitter):
             exc.reused_socket = self.reused_socket
         already = self.destroyed
         self.destroyed = True
-        agent = self.agent
         waiter = self._waiter
         if waiter is not None:  # another greenlet destroyed us while the owner waits in the queue
             gevent.get_hub().loop.run_callback(waiter.switch, None)
-        if self._queue_name is not None:
-            agent._dequeue(self)
+        stage = self._stage
+        if stage is _Stage.WAITING:
+            self.agent._dequeue(self)
         result = self._socket_result
-        socket = self.socket
-        if socket is None and result is not None and result[0] is not None:
+        exchange, self._exchange = self._exchange, None
+        reason = "error" if exc is not None else "aborted"
+        if exchange is not None:
+            exchange.fail(reason, exc)
+        elif stage is _Stage.WAITING and result is not None and result[0] is not None:
             pending = result[0]
             if not pending.destroyed:
                 # handed over but never used: give it back (Node's onSocketNT on a destroyed req)
                 pending.emit("free")
-        elif socket is not None and not socket.destroyed and not self._released:
-            socket.close_reason = socket.close_reason or ("error" if exc is not None else "aborted")
-            socket.destroy()
-        if self.res is not None and not self.res.complete and not self.res.aborted:
-            self.res._abort(exc)
+        elif stage is _Stage.ASSIGNED and self.socket is not None and not self.socket.destroyed:
+            self.socket.destroy(reason=reason)
+        if stage is not _Stage.RELEASED:
+            self._stage = _Stage.RELEASED
+        res = self.res
+        if res is not None and not res.complete and not res.aborted:
+            res._abort(exc)
         if not already and isinstance(exc, Exception) and self._events and "error" in self._events:
             self.emit("error", exc)
         self._emit_close()
@@ -893,78 +698,36 @@ class ClientRequest(EventEmitter):
 _now = time.perf_counter
 
 
-def _frame(data: bytes, chunked: bool) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data) if chunked and data else data
+def _gather(url: Any, method: Any, headers: Any, agent: Any, timeout: Any, options: Dict[str, Any]) -> Dict[str, Any]:
+    """One options dict from a URL or Node-style options and the keyword arguments.
 
-
-def _prepare_body(data: Body) -> Tuple[Iterable[bytes], Optional[int]]:
-    """``(parts, length)``: length None means unknown (send chunked)."""
-    if data is None:
-        return [], 0
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        data = bytes(data)
-        return ([data] if data else []), len(data)
-    read = getattr(data, "read", None)
-    if callable(read):
-        length = None
-        try:
-            fileno = data.fileno()  # type: ignore[union-attr]
-            stat = os.fstat(fileno)
-            import stat as _stat
-
-            if _stat.S_ISREG(stat.st_mode):
-                length = stat.st_size - data.tell()  # type: ignore[union-attr]
-        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-            length = None
-        return _read_blocks(read), length
-    if isinstance(data, Mapping) or not hasattr(data, "__iter__"):
+    Raises:
+        InvalidArgTypeError: ``url`` is neither a str nor a mapping; UnknownOptionError: a
+        mapping with an unknown option name.
+    """
+    opts: Dict[str, Any]
+    if url is None:
+        opts = {}
+    elif isinstance(url, str):
+        opts = _options.parse_url(url)
+    elif isinstance(url, Mapping):
+        opts = dict(url)
+        _options.check_names(opts, REQUEST_OPTIONS | {"_default_agent"}, "ClientRequest() options")
+    else:
         raise InvalidArgTypeError(
-            'The "body" argument must be bytes, str, a file object or an iterable of bytes. Received type %s'
-            % type(data).__name__
+            'The "url" argument must be of type str or a mapping. Received type %s' % type(url).__name__
         )
-    return _iter_parts(data), None
-
-
-def _replayable(data: Body) -> Any:
-    """True if ``data`` can simply be sent again; for a seekable file, a function that rewinds it
-    and returns it; None if it cannot be replayed."""
-    if data is None or isinstance(data, (bytes, bytearray, memoryview, str)):
-        return True
-    seek = getattr(data, "seek", None)
-    tell = getattr(data, "tell", None)
-    if callable(getattr(data, "read", None)) and callable(seek) and callable(tell):
-        try:
-            if data.seekable():  # type: ignore[union-attr]
-                position = tell()
-
-                def again() -> Body:
-                    seek(position)
-                    return data
-
-                return again
-        except (AttributeError, OSError, ValueError):
-            return None
-    return None
-
-
-def _read_blocks(read: Any) -> Iterator[bytes]:
-    while True:
-        block = read(_CHUNK)
-        if not block:
-            return
-        yield block.encode("utf-8") if isinstance(block, str) else bytes(block)
-
-
-def _iter_parts(data: Iterable[Any]) -> Iterator[bytes]:
-    for part in data:
-        if isinstance(part, str):
-            part = part.encode("utf-8")
-        elif not isinstance(part, (bytes, bytearray, memoryview)):
-            raise InvalidArgTypeError("body iterables must yield bytes or str, not %s" % type(part).__name__)
-        if part:
-            yield bytes(part)
+    for key, value in options.items():
+        opts[key] = value
+    if method is not None:
+        opts["method"] = method
+    if headers is not None:
+        opts["headers"] = headers
+    if agent is not None:
+        opts["agent"] = agent
+    if timeout is not None:
+        opts["timeout"] = timeout
+    return opts
 
 
 def request(
@@ -975,6 +738,8 @@ def request(
     body: Body = None,
     agent: Any = None,
     timeout: Optional[float] = None,
+    json: Any = _UNSET,
+    params: Any = None,
     **options: Any,
 ) -> IncomingMessage:
     """Send a request and block the calling greenlet until the response head arrives.
@@ -984,12 +749,26 @@ def request(
         url (str | Mapping): a URL or Node-style options (see :class:`ClientRequest`).
         headers, agent, timeout, **options: as for :class:`ClientRequest`.
         body: bytes, str, a file object or an iterable of bytes/str (chunked when the length is unknown).
+        json: an object sent as the JSON body (``Content-Type: application/json`` unless given),
+            as requests' ``json=``; not with ``body``.
+        params (Mapping | list of pairs | str | None): appended to the URL's query string
+            (percent-encoded), as requests' ``params=``.
 
     Returns:
         IncomingMessage (read its body with ``read()``, iteration, ``text()`` or ``json()``).
     Raises:
-        See :meth:`ClientRequest.end`.
+        See :meth:`ClientRequest.end`; UnknownOptionError for an unknown keyword argument (nothing
+        sent); InvalidArgValueError for ``json`` together with ``body``.
     """
+    if json is not _UNSET:
+        if body is not None:
+            from .errors import InvalidArgValueError
+
+            raise InvalidArgValueError("Pass either body= or json=, not both")
+        body = _json.dumps(json, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        headers = _with_default_header(headers, "Content-Type", "application/json")
+    if params:
+        url = _with_params(url, params)
     req = ClientRequest(url, method=method, headers=headers, agent=agent, timeout=timeout, **options)
     return req.end(body)
 
@@ -997,3 +776,28 @@ def request(
 def get(url: Any, **kw: Any) -> IncomingMessage:
     """``request("GET", url, **kw)`` (Node's ``http.get``)."""
     return request("GET", url, **kw)
+
+
+def _with_default_header(headers: Any, name: str, value: str) -> Any:
+    if not headers:
+        return {name: value}
+    items = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    if any(str(n).lower() == name.lower() for n, _ in items):
+        return headers
+    return items + [(name, value)]
+
+
+def _with_params(url: Any, params: Any) -> Any:
+    query = params if isinstance(params, str) else urlencode(params, doseq=True)
+    if not query:
+        return url
+    if isinstance(url, Mapping):
+        url = dict(url)
+        path = url.get("path") or "/"
+        url["path"] = path + ("&" if "?" in path else "?") + query
+        return url
+    if not isinstance(url, str):
+        return url
+    base, sep, fragment = url.partition("#")
+    joined = base + ("&" if "?" in base else "?") + query
+    return joined + sep + fragment

@@ -19,6 +19,10 @@ __all__ = [
     "InvalidHttpTokenError",
     "InvalidCharError",
     "UnescapedCharactersError",
+    "UnknownOptionError",
+    "ContentLengthMismatch",
+    "QueueTimeout",
+    "QueueFull",
     "NetworkError",
     "ConnectionRefused",
     "ConnectionReset",
@@ -98,6 +102,25 @@ class UnescapedCharactersError(GeventAgentError, ValueError):
     code = "ERR_UNESCAPED_CHARACTERS"
 
 
+class UnknownOptionError(InvalidArgValueError):
+    """A keyword argument that no part of the API knows (a misspelling, Node's camelCase, another
+    client's name such as ``json=``): raised before anything is sent, naming the option and the
+    nearest valid one in ``.suggestion`` (``ERR_INVALID_ARG_VALUE``; a ``TypeError`` too, as
+    Python raises for an unexpected keyword argument)."""
+
+    def __init__(self, message: str, option: str = "", suggestion: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.option = option
+        self.suggestion = suggestion
+
+
+class ContentLengthMismatch(GeventAgentError, ValueError):
+    """The caller's ``Content-Length`` header disagrees with the body's length (Node
+    ``ERR_HTTP_CONTENT_LENGTH_MISMATCH``): nothing was sent."""
+
+    code = "ERR_HTTP_CONTENT_LENGTH_MISMATCH"
+
+
 class ThreadError(GeventAgentError, RuntimeError):
     """An agent was used from an OS thread other than the one (and hub) that created it."""
 
@@ -105,7 +128,14 @@ class ThreadError(GeventAgentError, RuntimeError):
 
 
 class NetworkError(GeventAgentError, OSError):
-    """A socket-level failure; ``.code`` is the errno name (``EHOSTUNREACH``, ``EPIPE``, ...)."""
+    """A socket-level failure; ``.code`` is the errno name (``EHOSTUNREACH``, ``EPIPE``, ...).
+
+    Connect errors also carry Node's ``syscall`` (``"connect"``), ``address`` (the host or
+    Unix socket path) and ``port`` (None for a Unix socket)."""
+
+    syscall: Optional[str] = None
+    address: Optional[str] = None
+    port: Optional[int] = None
 
 
 class ConnectionRefused(NetworkError, ConnectionRefusedError):
@@ -125,6 +155,20 @@ class RequestTimeout(NetworkError, TimeoutError):
     """The socket was inactive for longer than ``timeout`` / ``connect_timeout`` (``ETIMEDOUT``)."""
 
     code = "ETIMEDOUT"
+
+
+class QueueTimeout(GeventAgentError, TimeoutError):
+    """A request waited ``queue_timeout`` seconds for a socket and left the queue, having sent
+    nothing (``ERR_AGENT_QUEUE_TIMEOUT``)."""
+
+    code = "ERR_AGENT_QUEUE_TIMEOUT"
+
+
+class QueueFull(GeventAgentError, RuntimeError):
+    """The agent already has ``max_queued`` requests waiting for a socket: this one was refused at
+    once, having sent nothing (``ERR_AGENT_QUEUE_FULL``)."""
+
+    code = "ERR_AGENT_QUEUE_FULL"
 
 
 class HttpParseError(GeventAgentError, ValueError):

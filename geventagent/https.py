@@ -1,5 +1,6 @@
 """``HttpsAgent``: Node's ``https.Agent`` (``lib/https.js``): TLS fields in the origin key, one
-cooperative ``gevent.ssl.SSLContext`` per set of TLS options, and a FIFO TLS session cache.
+cooperative ``gevent.ssl.SSLContext`` per set of TLS options, a FIFO TLS session cache, and
+``https_global_agent``.
 
 ``ssl`` is imported only when the first https connection is made (see ``tls.py``).
 """
@@ -7,13 +8,14 @@ cooperative ``gevent.ssl.SSLContext`` per set of TLS options, and a FIFO TLS ses
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, FrozenSet, Optional
 
-from .agent import Agent, _is_number
+from ._options import HTTPS_AGENT_OPTIONS, is_number
+from .agent import Agent
 from .errors import InvalidArgTypeError, OutOfRangeError
 from .socket import Socket, _is_ip
 
-__all__ = ["HttpsAgent", "TLS_KEY_FIELDS", "normalize_servername"]
+__all__ = ["HttpsAgent", "TLS_KEY_FIELDS", "CONTEXT_FIELDS", "normalize_servername", "https_global_agent"]
 
 #: The fields Node's ``https.Agent#getName`` appends to the HTTP key, in order (snake_case).
 TLS_KEY_FIELDS = (
@@ -39,7 +41,21 @@ TLS_KEY_FIELDS = (
     "private_key_engine",
 )
 _PRESENT_WHEN_SET = frozenset(("reject_unauthorized", "honor_cipher_order", "secure_options"))
-_CONTEXT_FIELDS = ("ca", "cert", "key", "passphrase", "reject_unauthorized", "min_version", "max_version", "ciphers")
+#: The options that shape a client SSLContext (contexts are cached per agent by these).
+CONTEXT_FIELDS = (
+    "ca",
+    "cert",
+    "key",
+    "passphrase",
+    "reject_unauthorized",
+    "min_version",
+    "max_version",
+    "ciphers",
+    "ecdh_curve",
+    "secure_options",
+    "secure_protocol",
+    "crl",
+)
 
 
 def _js(value: Any) -> str:
@@ -95,12 +111,13 @@ class HttpsAgent(Agent):
 
     default_port = 443
     protocol = "https:"
+    OPTION_NAMES: FrozenSet[str] = HTTPS_AGENT_OPTIONS
 
     def __init__(self, *, max_cached_sessions: Any = 100, **options: Any) -> None:
         super().__init__(**options)
         if max_cached_sessions is None:
             max_cached_sessions = 100
-        if not _is_number(max_cached_sessions):
+        if not is_number(max_cached_sessions):
             raise InvalidArgTypeError(
                 'The "max_cached_sessions" argument must be of type number. Received %r' % (max_cached_sessions,)
             )
@@ -147,13 +164,20 @@ class HttpsAgent(Agent):
         given = options.get("ssl_context")
         if given is not None:
             return given
-        key = tuple(repr(options.get(field)) for field in _CONTEXT_FIELDS)
+        key = tuple(repr(options.get(field)) for field in CONTEXT_FIELDS)
         ctx = self._contexts.get(key)
         if ctx is None:
             from .tls import build_context
 
             ctx = self._contexts[key] = build_context(options)
         return ctx
+
+    def status(self) -> Dict[str, Any]:
+        """:meth:`Agent.status` plus ``tls_sessions``: the origin keys with a cached TLS session,
+        oldest first (the next evicted)."""
+        result = super().status()
+        result["tls_sessions"] = list(self._sessions)
+        return result
 
     # -- session cache (Node's _getSession/_cacheSession/_evictSession) ------------------------------
     def _get_session(self, key: str) -> Any:
@@ -172,3 +196,8 @@ class HttpsAgent(Agent):
 
     def _evict_session(self, key: str) -> None:
         self._sessions.pop(key, None)
+
+
+#: The default agent for ``https:`` URLs, with the global agent's options (Node's
+#: ``https.globalAgent``). Assign ``geventagent.https_global_agent`` to replace it.
+https_global_agent = HttpsAgent(keep_alive=True, scheduling="lifo", timeout=5.0)

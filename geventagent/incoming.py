@@ -1,14 +1,15 @@
 """``IncomingMessage``: a response's status, headers and streamed body (Node's ``http.IncomingMessage``).
 
-The body is parsed as it arrives; the socket goes back to the agent as soon as the last byte of the
-message has been parsed (even if the caller has not consumed the buffered chunks yet), by emitting
-``'free'`` on it. This module never imports the agent.
+The body is parsed as it arrives, through the socket's :class:`~geventagent.exchange.Exchange`.
+When the last byte of the message has been parsed (even if the caller has not consumed the
+buffered chunks yet) the response tells its owner (the request, through :class:`ResponseOwner`),
+which hands the socket back. This module imports neither the agent nor the request.
 """
 
 from __future__ import annotations
 
 import json as _json
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Protocol, Tuple, Union
 
 import gevent
 
@@ -17,10 +18,10 @@ from .events import EventEmitter
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._http import ResponseParser
-    from .client import ClientRequest
+    from .exchange import Exchange
     from .socket import Socket
 
-__all__ = ["IncomingMessage", "build_headers"]
+__all__ = ["IncomingMessage", "ResponseOwner", "build_headers"]
 
 # Node's _http_incoming.js matchKnownFields: for these a duplicate is discarded.
 _SINGLE = frozenset(
@@ -46,8 +47,6 @@ _SINGLE = frozenset(
     )
 )
 
-#: Body reads (measured: 256 KiB reads were 2x slower, large allocations are mmap-backed).
-BODY_READ_SIZE = 64 * 1024
 #: ``close()`` drains at most this many unread body bytes, within ``_DRAIN_SECONDS``.
 _DRAIN_LIMIT = 64 * 1024
 _DRAIN_SECONDS = 1.0
@@ -72,6 +71,21 @@ def build_headers(raw: List[Tuple[str, str]]) -> Dict[str, Union[str, List[str]]
     return headers
 
 
+class ResponseOwner(Protocol):
+    """What a response needs of the request it answers (``res.req``)."""
+
+    reused_socket: bool
+
+    def _response_complete(self, res: "IncomingMessage") -> None:
+        """The whole message was parsed: emit ``'end'`` and release the socket (Node's order)."""
+
+    def _response_aborted(self, res: "IncomingMessage") -> None:
+        """The message will not complete (its socket is destroyed): the request's ``'close'``."""
+
+    def _emit_timeout(self) -> None:
+        """The socket was inactive for ``timeout`` seconds while the body was read."""
+
+
 class IncomingMessage(EventEmitter):
     """A response. Blocking reads (:meth:`read`, iteration, :meth:`text`, :meth:`json`) let other
     greenlets run.
@@ -86,10 +100,11 @@ class IncomingMessage(EventEmitter):
     Events: ``'data'(chunk)``, ``'end'``, ``'aborted'``, ``'error'(exc)``, ``'close'``.
     """
 
-    def __init__(self, req: "ClientRequest", parser: "ResponseParser", socket: "Socket") -> None:
+    def __init__(self, req: ResponseOwner, exchange: "Exchange", parser: "ResponseParser") -> None:
         self.req = req
+        self._exchange = exchange
         self._parser = parser
-        self.socket: Optional["Socket"] = socket
+        self.socket: Optional["Socket"] = exchange.socket
         self.status_code = parser.status_code
         self.status_message = parser.status_message
         self.http_version = parser.http_version
@@ -161,23 +176,18 @@ class IncomingMessage(EventEmitter):
 
     def _on_complete(self) -> None:
         self.complete = True
-        self.req._response_on_end(self)  # emits 'end' at Node's point in the sequence
+        self.req._response_complete(self)  # emits 'end' at Node's point in the sequence
 
     def _fill(self) -> None:
         """Read once from the socket and parse. Raises on timeout, reset or a parse error; the
         socket is then destroyed, never pooled."""
         socket = self.socket
-        parser = self._parser
         if socket is None or socket.destroyed:
             err = ConnectionReset("aborted")
             self._abort(err)
             raise err
         try:
-            data = socket.recv(BODY_READ_SIZE)
-            if data:
-                parser.feed(data)
-            elif not parser.feed_eof():
-                raise ConnectionReset("aborted")
+            self._exchange.read_more()
         except BaseException as exc:
             if isinstance(exc, RequestTimeout):
                 self.req._emit_timeout()
@@ -185,21 +195,18 @@ class IncomingMessage(EventEmitter):
             raise
         self._deliver()
 
-    def _abort(self, exc: Optional[BaseException]) -> None:
+    def _abort(self, exc: Optional[BaseException], reason: str = "error") -> None:
         """The message cannot complete: destroy the socket (never pooled) and emit Node's events:
         ``'aborted'``, the request's ``'close'``, ``'error'`` (if listened to), ``'close'``."""
         if self.complete or self.aborted:
             return
         self.aborted = True
-        socket = self.socket
         self.socket = None
-        if socket is not None and not socket.destroyed:
-            socket.close_reason = socket.close_reason or "error"
-            socket.destroy()
+        self._exchange.fail(reason, exc)
         if isinstance(exc, GeventAgentError):
             exc.reused_socket = self.req.reused_socket
         self.emit("aborted")
-        self.req._emit_close()
+        self.req._response_aborted(self)
         if isinstance(exc, Exception) and self._events and "error" in self._events:
             self.emit("error", exc)
         self._emit_close()
@@ -295,7 +302,7 @@ class IncomingMessage(EventEmitter):
         if not self.complete and not self.aborted:
             drained = 0
             try:
-                with gevent.Timeout(_DRAIN_SECONDS, False):
+                with gevent.Timeout(_DRAIN_SECONDS, False):  # type: ignore[arg-type]  # False: exit silently
                     while not self.complete and drained < _DRAIN_LIMIT:
                         before = parser.body_bytes
                         self._fill()
@@ -311,13 +318,10 @@ class IncomingMessage(EventEmitter):
         self._emit_close()
 
     def _abort_quietly(self, reason: str) -> None:
-        socket = self.socket
         self.socket = None
         self.aborted = True
-        if socket is not None and not socket.destroyed:
-            socket.close_reason = reason
-            socket.destroy()
-        self.req._emit_close()
+        self._exchange.fail(reason)
+        self.req._response_aborted(self)
 
     def destroy(self, exc: Optional[BaseException] = None) -> None:
         """Destroy the response: the socket is destroyed unless the message already completed

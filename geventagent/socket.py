@@ -1,44 +1,35 @@
-"""``Socket``: one cooperative gevent socket, its timers and Node's ``net.Socket`` events.
+"""``Socket``: one cooperative gevent socket and Node's ``net.Socket`` events.
 
 Connecting is lazy: an agent's ``create_connection()`` returns an unconnected ``Socket`` without
 blocking (the pool's bookkeeping never yields), and the greenlet that is handed the socket connects
 it. Events: ``'connect'``, ``'free'``, ``'agentRemove'``, ``'timeout'``, ``'error'(exc)``,
 ``'close'(had_error)``.
+
+What the sockets of one hub share (the cork, the idle-limit timer lists, the fork generation) is
+in ``_hub``; this module is the transport: connect, send, receive, the idle timer and watcher of a
+pooled socket, and teardown. ``close_reason`` is set in one place, :meth:`Socket._closing`.
 """
 
 from __future__ import annotations
 
 import _socket
-import os
 import socket as _stdsocket
-import sys
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import gevent
 from gevent import socket as gsocket
 
-from .errors import GeventAgentError, RequestTimeout, StaleSocket, from_os_error, socket_hang_up
+from . import _hub
+from .errors import GeventAgentError, NetworkError, RequestTimeout, StaleSocket, from_os_error, socket_hang_up
 from .events import EventEmitter
 
-__all__ = ["Socket", "fork_generation"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .exchange import Exchange
 
-_generation = 0
+__all__ = ["Socket", "fork_generation", "CORK_MAX"]
 
-
-def _after_fork_in_child() -> None:
-    # Runs inside os.fork(): O(1), no I/O, nothing that can yield (integrations.md §4.6).
-    global _generation
-    _generation += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def fork_generation() -> int:
-    """How many times this process is a fork child of the process that imported geventagent."""
-    return _generation
+fork_generation = _hub.fork_generation
 
 
 def _is_ip(host: str) -> int:
@@ -59,201 +50,12 @@ _PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
 _INF = float("inf")
 _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
 
-#: Writes up to this many bytes may be corked (see ``Socket.send_corked``).
+#: Writes up to this many bytes may be corked (see ``Socket.send_corked``); 0 turns corking off.
 CORK_MAX = 16384
-
-
-class _Cork:
-    """The corked writes of one hub, sent back to back when the hub next runs its callbacks
-    (before it polls for I/O).
-
-    Why: every ``send()`` wakes the peer's process. On loopback (a sidecar, a local proxy) and
-    on virtual machines that wake-up costs more than the rest of the system call, and a burst
-    of sends pays it about once (``make bench``: 16 us -> 4 us per send at 25k requests/s).
-    Node's ``socket.cork()`` holds one socket's writes until ``process.nextTick``; this holds
-    every small request write of the hub's current round, which is at most the time the
-    greenlets that are ready now take to yield. A greenlet waits for its response as usual;
-    one whose write failed or was partial is woken (``cancel_wait``) to raise or finish it.
-
-    Writes on sockets just reused from the pool (``Socket._check_stale``) wait one step more:
-    the hub polls once without blocking, and a check watcher (which libev runs right after the
-    poll, before any I/O callback) sends them. A socket whose idle read watcher (still running)
-    became ready in that poll is peeked, and its write becomes :class:`StaleSocket`: the
-    server's FIN or RST is seen up to the moment of the write, with no system call for the
-    healthy sockets."""
-
-    __slots__ = ("loop", "pending", "scheduled", "after_poll", "check", "idle")
-
-    def __init__(self, loop: Any) -> None:
-        self.loop = loop
-        self.pending: list = []
-        self.scheduled = False
-        self.after_poll: list = []
-        self.check: Any = None
-        self.idle: Any = None
-
-    def add(self, sock: "Socket") -> None:
-        self.pending.append(sock)
-        if not self.scheduled:
-            self.scheduled = True
-            self.loop.run_callback(self.flush)
-
-    def flush(self) -> None:
-        self.scheduled = False
-        pending, self.pending = self.pending, []
-        for sock in pending:
-            if sock._check_stale and sock._corked is not None:
-                self.after_poll.append(sock)
-                continue
-            _uncork(sock)
-        if self.after_poll:
-            check = self.check
-            if check is None:
-                check = self.check = self.loop.check(ref=True, priority=_EV_MAXPRI)
-                self.idle = self.loop.idle(ref=False)
-            if not check.active:
-                # The check watcher runs after the next poll; the idle watcher makes it not block.
-                check.start(self._after_poll)
-                self.idle.start(_noop)
-
-    def _after_poll(self) -> None:
-        self.check.stop()
-        self.idle.stop()
-        socks, self.after_poll = self.after_poll, []
-        for sock in socks:
-            if sock._check_stale:
-                sock._check_stale = False
-                watcher = sock._watcher
-                # Ready in this poll, or not watched through it: peek (a spurious wake-up is None).
-                # (libuv's watchers have no ``pending``: there every reused socket is peeked.)
-                if watcher is None or not watcher.active or getattr(watcher, "pending", True):
-                    reason = sock._peek()
-                    if reason is not None and sock._corked is not None:
-                        sock._mark_stale(reason)
-                if watcher is not None:
-                    watcher.stop()
-            _uncork(sock)
-
-
-def _noop() -> None:
-    pass
-
-
-_EV_MAXPRI = 2  # libev's EV_MAXPRI: the check watcher runs before same-round I/O callbacks
-
-
-def _uncork(sock: "Socket") -> None:
-    try:
-        sock._uncork()
-    except Exception as exc:  # noqa: BLE001  (one socket's failure must not hold the others)
-        sock._corked = None
-        sock._cork_after = exc
-        if sock._cork_waiting and sock._sock is not None:
-            sock._sock.hub.cancel_wait(sock._sock._read_event, _CorkWake())
 
 
 class _CorkWake(Exception):
     """Thrown into a greenlet waiting on a corked socket whose write needs it (error or rest)."""
-
-
-class _TimerList:
-    """Sockets that wait the same number of seconds, in the order they started, under one
-    unref'd timer armed for the head: Node's timer lists (``lib/internal/timers.js``, a list
-    per duration), so pooling and reusing a socket is an O(1) dict operation instead of
-    starting and stopping a timer of its own (and an idle socket carries no timer object).
-
-    ``expire(sock)`` runs in the hub for each socket whose time is up."""
-
-    __slots__ = ("loop", "seconds", "entries", "timer", "expire")
-
-    def __init__(self, loop: Any, seconds: float, expire: Callable[["Socket"], None]) -> None:
-        self.loop = loop
-        self.seconds = seconds
-        # A plain dict keeps insertion order and pops in O(1); an entry's deadline only grows
-        # with its position, as every socket in the list waits the same ``seconds``.
-        self.entries: "Dict[Socket, float]" = {}
-        self.timer: Any = None
-        self.expire = expire
-
-    def add(self, sock: "Socket", now: Optional[float] = None) -> None:
-        self.entries[sock] = (time.monotonic() if now is None else now) + self.seconds
-        if self.timer is None:
-            self._arm(self.seconds)
-
-    def discard(self, sock: "Socket") -> None:
-        self.entries.pop(sock, None)  # the timer stays armed for the old head; it re-arms when it fires
-
-    def _arm(self, delay: float) -> None:
-        timer = self.timer = self.loop.timer(delay if delay > 0 else 0.0, 0.0, ref=False)
-        timer.start(self._fire)
-
-    def _fire(self) -> None:
-        timer, self.timer = self.timer, None
-        if timer is not None:
-            timer.close()
-        entries = self.entries
-        now = time.monotonic() + 0.0005  # libev may fire a little early
-        due = []
-        for sock, deadline in entries.items():
-            if deadline > now:
-                break
-            due.append(sock)
-        for sock in due:
-            del entries[sock]
-        for sock in due:
-            if sock in entries or getattr(sock, "_idle_list", self) is not self:
-                continue  # taken or listed again by an earlier socket's listener
-            try:
-                self.expire(sock)
-            except Exception:  # noqa: BLE001  (a listener's error must not stop the other sockets)
-                gevent.get_hub().handle_error(sock, *sys.exc_info())
-        if self.timer is not None:  # armed by a listener's pooling: re-arm for the head
-            self.timer.close()
-            self.timer = None
-        if entries:
-            self._arm(next(iter(entries.values())) - time.monotonic())
-
-
-class _HubState:
-    """What the sockets of one hub share: the cork and the idle-limit timer lists."""
-
-    __slots__ = ("loop", "cork", "idle")
-
-    #: At most this many idle-limit lists per hub; other limits use a timer per socket.
-    MAX_LISTS = 16
-
-    def __init__(self, loop: Any) -> None:
-        self.loop = loop
-        self.cork = _Cork(loop)
-        self.idle: Dict[float, _TimerList] = {}
-
-    def idle_list(self, seconds: float) -> Optional[_TimerList]:
-        lst = self.idle.get(seconds)
-        if lst is None:
-            if len(self.idle) >= self.MAX_LISTS:
-                for key, old in list(self.idle.items()):  # make room: drop the empty lists
-                    if not old.entries:
-                        del self.idle[key]
-                        if old.timer is not None:
-                            old.timer.close()
-                            old.timer = None
-                if len(self.idle) >= self.MAX_LISTS:
-                    return None
-            lst = self.idle[seconds] = _TimerList(self.loop, seconds, Socket._on_idle_timer)
-        return lst
-
-
-_hub_states: Dict[Any, _HubState] = {}
-
-
-def _hub_state() -> _HubState:
-    hub = gevent.get_hub()
-    state = _hub_states.get(hub)
-    if state is None or state.loop is not hub.loop:
-        for old in [h for h in _hub_states if h.dead]:
-            del _hub_states[old]
-        state = _hub_states[hub] = _HubState(hub.loop)
-    return state
 
 
 class Socket(EventEmitter):
@@ -268,8 +70,9 @@ class Socket(EventEmitter):
 
     Attributes:
         destroyed (bool), connecting (bool), connected (bool), timeout (float seconds, 0 = none),
-        bytes_read / bytes_written (int), close_reason (str | None: why the agent let it go),
-        requests (int: requests it carried), created_at (``time.monotonic()`` seconds).
+        bytes_read / bytes_written (int), close_reason (str | None: why it was closed),
+        requests (int: requests it carried), created_at (``time.monotonic()`` seconds),
+        keep_alive_hint (bytes | None: the last response's ``Keep-Alive`` header).
     """
 
     # Slots keep an idle pooled socket small (a __dict__ is still created if user code sets
@@ -291,24 +94,27 @@ class Socket(EventEmitter):
         "created_at",
         "freed_at",
         "generation",
+        "keep_alive_hint",
         "_refed",
         "_timer",
         "_timer_after",
         "_watcher",
         "_raw",
         "_http_message",
+        "_exchange",
         "_agent",
         "_agent_name",
         "_agent_options",
         "_peer",
         "_local",
-        "_free_timeout",
-        "_free_reason",
+        "_idle_limit",
+        "_idle_reason",
         "_corked",
         "_cork_after",
         "_cork_waiting",
         "_keep_alive_state",
         "_check_stale",
+        "_stale_reason",
         "_hub",
         "_idle_list",
     )
@@ -317,8 +123,6 @@ class Socket(EventEmitter):
         self._events = None
         self._max_listeners = None
         self._warned = None
-        self._free_timeout = float("inf")
-        self._free_reason = "idle_timeout"
         self.options: Dict[str, Any] = options if options is not None else {}
         self._sock = sock
         self.connected = sock is not None
@@ -331,20 +135,25 @@ class Socket(EventEmitter):
         self.close_reason: Optional[str] = None
         self.created_at = time.monotonic()
         self.freed_at = 0.0
-        self.generation = _generation
+        self.generation = _hub._generation
+        self.keep_alive_hint: Optional[bytes] = None
         self._refed = True
         self._timer: Any = None
         self._timer_after = -1.0
         self._watcher: Any = None
-        self._hub: Any = None  # this hub's _HubState (cork, timer lists)
-        self._idle_list: Any = None  # the _TimerList this free socket's idle limit is in
+        self._hub: Optional[_hub.HubState] = None  # this hub's cork and timer lists
+        self._idle_list: Optional[_hub.TimerList] = None  # the list this free socket's idle limit is in
+        self._idle_limit: Optional[float] = None  # seconds, while pooled (None: not pooled)
+        self._idle_reason = "idle_timeout"
         self._keep_alive_state: Any = None
         self._raw: Any = None  # the C socket of a plain (non-TLS) gevent socket, for fast writes
         self._corked: Any = None  # bytes waiting in the hub's cork (see send_corked)
         self._cork_after: Any = None  # after the flush: an error, or the bytes it could not write
         self._cork_waiting = False
         self._check_stale = False  # reused without a peek: check for staleness before the write
-        self._http_message: Any = None
+        self._stale_reason: Optional[str] = None  # found stale after a request took it
+        self._http_message: Any = None  # Node's socket._httpMessage: the request using it
+        self._exchange: Optional["Exchange"] = None  # the request/response cycle on it (exchange.py)
         self._agent: Any = None
         self._agent_name: Optional[str] = None
         self._agent_options: Optional[Dict[str, Any]] = None
@@ -352,8 +161,74 @@ class Socket(EventEmitter):
         self._local: Any = None
 
     def __repr__(self) -> str:
-        state = "destroyed" if self.destroyed else ("connected" if self.connected else "new")
-        return "<Socket %s %s>" % (self._agent_name or self.options.get("host"), state)
+        state = self.status()
+        extra = "".join(
+            " %s=%s" % (key, state[key]) for key in ("idle_limit", "idle_timer", "corked") if state.get(key)
+        )
+        return "<%s %s %s requests=%d%s>" % (
+            type(self).__name__,
+            self._agent_name or self.options.get("host"),
+            state["state"],
+            self.requests,
+            extra,
+        )
+
+    def status(self) -> Dict[str, Any]:
+        """A summary of this socket's state (for tests, logs and debugging).
+
+        Returns:
+            dict: ``state`` (``"new"``, ``"connecting"``, ``"active"``, ``"free"`` (pooled) or
+            ``"destroyed"``), ``origin`` (its agent's ``get_name()`` key, None when detached or
+            never pooled), ``requests``, ``bytes_read``, ``bytes_written``, ``close_reason``,
+            ``idle_limit`` (seconds a pooled socket may stay idle, else None), ``idle_timer``
+            (``"list"``: on the hub's shared timer list for its limit; ``"own"``: a timer of its
+            own; None), ``timer_ref`` (whether that timer keeps ``gevent.wait()`` waiting),
+            ``watched`` (an idle read watcher is running), ``watcher_ref`` (whether it would keep
+            ``gevent.wait()`` waiting; None without a watcher), ``corked`` (bytes held by the cork),
+            ``write_pending`` (``"error"``, ``"rest"`` or ``"stale"``: what the cork left for the
+            owning greenlet) and ``check_stale`` (a staleness check is due before the write).
+        """
+        if self.destroyed:
+            state = "destroyed"
+        elif self._idle_limit is not None:
+            state = "free"
+        elif self.connected:
+            state = "active"
+        else:
+            state = "connecting" if self.connecting else "new"
+        timer = self._timer
+        if self._idle_list is not None:
+            idle_timer: Optional[str] = "list"
+            timer_ref: Optional[bool] = False
+        elif timer is not None and timer.active:
+            idle_timer, timer_ref = "own", bool(timer.ref)
+        else:
+            idle_timer, timer_ref = None, None
+        after = self._cork_after
+        pending = None
+        if isinstance(after, StaleSocket):
+            pending = "stale"
+        elif isinstance(after, BaseException):
+            pending = "error"
+        elif after is not None:
+            pending = "rest"
+        watcher = self._watcher
+        return {
+            "state": state,
+            "origin": self._agent_name,
+            "requests": self.requests,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "close_reason": self.close_reason,
+            "idle_limit": self._idle_limit,
+            "idle_timer": idle_timer,
+            "timer_ref": timer_ref,
+            "watched": bool(watcher is not None and watcher.active),
+            "watcher_ref": bool(watcher.ref) if watcher is not None else None,
+            "corked": len(self._corked) if self._corked is not None else 0,
+            "write_pending": pending,
+            "check_stale": self._check_stale,
+        }
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -391,7 +266,9 @@ class Socket(EventEmitter):
         """Connect (blocking the calling greenlet only), then emit ``'connect'``.
 
         Raises:
-            ConnectionRefused / NetworkError / RequestTimeout: the socket is destroyed first.
+            ConnectionRefused / NetworkError / RequestTimeout (``ETIMEDOUT``): the socket is
+            destroyed first (``close_reason="connect_error"``); the error carries Node's
+            ``syscall`` (``"connect"``), ``address`` and ``port``.
         """
         if self.connected:
             return self
@@ -402,6 +279,8 @@ class Socket(EventEmitter):
         limit = opts.get("connect_timeout") or opts.get("timeout") or None
         path = opts.get("socket_path")
         address = ""
+        host: Optional[str] = None
+        port: Optional[int] = None
         try:
             if path:
                 address = path
@@ -419,12 +298,15 @@ class Socket(EventEmitter):
             self.connecting = False
             if isinstance(exc, Exception):
                 err = from_os_error(exc, "connect", address)
+                if isinstance(err, NetworkError) and not isinstance(exc, GeventAgentError):
+                    err.syscall = "connect"  # Node's system-error fields
+                    err.address = path or host
+                    err.port = port
                 if isinstance(err, RequestTimeout):
                     self.emit("timeout")
-                self.close_reason = "connect_error"
-                self.destroy(err)
+                self.destroy(err, reason="connect_error")
                 raise err from exc
-            self.destroy()
+            self.destroy(reason="connect_error")
             raise
         self.emit("connect")
         return self
@@ -436,7 +318,7 @@ class Socket(EventEmitter):
         if ip_family:
             if family and family != ip_family:
                 raise OSError(97, "Address family not supported for %s" % host)
-            candidates = [(ip_family, (host, port))]
+            candidates: List[Tuple[int, Any]] = [(ip_family, (host, port))]
         else:
             infos = gsocket.getaddrinfo(host, port, family, _stdsocket.SOCK_STREAM)
             candidates = [(info[0], info[4]) for info in infos]
@@ -461,7 +343,7 @@ class Socket(EventEmitter):
 
     def _after_connect(self, sock: Any) -> None:
         if type(sock) is gsocket.socket:
-            self._raw = sock._sock
+            self._raw = sock._sock  # type: ignore[attr-defined]  # the C socket under gevent's
         opts = self.options
         self.connecting = False
         self.connected = True
@@ -477,11 +359,13 @@ class Socket(EventEmitter):
             pass
         sock.settimeout(self.timeout or None)
 
-    # -- I/O (used by the request/response code, one greenlet at a time) -------------------------
+    # -- I/O (used by the exchange, one greenlet at a time) ----------------------------------------
     def send(self, data: Any) -> None:
         """Write all of ``data``.
 
         Raises:
+            StaleSocket: the socket was taken from the pool and found closed just before this
+                write (nothing was written).
             RequestTimeout (after ``'timeout'``), ConnectionReset (``EPIPE``/``ECONNRESET``), NetworkError.
         """
         if self._corked is not None or self._cork_after is not None:
@@ -491,7 +375,7 @@ class Socket(EventEmitter):
             self._unwatch_idle()
             reason = self._peek()
             if reason is not None:
-                self.close_reason = reason
+                self._stale_reason = reason
                 raise StaleSocket(reason)
         try:
             raw = self._raw
@@ -517,9 +401,9 @@ class Socket(EventEmitter):
 
     def send_corked(self, data: bytes) -> None:
         """Write all of ``data``, held back until this hub's current round ends and then sent
-        together with the other greenlets' corked writes (see :class:`_Cork`). The next
-        :meth:`recv` waits for readability without a first read attempt; it, or the next
-        :meth:`send`, raises the write's error (as :meth:`send` would). Writes over
+        together with the other greenlets' corked writes (see :class:`geventagent._hub.Cork`).
+        The next :meth:`recv` waits for readability without a first read attempt; it, or the
+        next :meth:`send`, raises the write's error (as :meth:`send` would). Writes over
         ``CORK_MAX`` bytes, and TLS or Unix sockets, are sent at once."""
         if self._raw is None or len(data) > CORK_MAX or self._corked is not None or self._cork_after is not None:
             self.send(data)
@@ -527,20 +411,48 @@ class Socket(EventEmitter):
         self._corked = data
         hub = self._hub
         if hub is None:
-            hub = self._hub = _hub_state()
+            hub = self._hub = _hub.hub_state()
         hub.cork.add(self)
+
+    # the cork's side (_hub.Corked): in the hub, never raising
+    def _cork_after_poll(self) -> bool:
+        return self._check_stale and self._corked is not None
+
+    def _cork_flush(self, polled: bool) -> None:
+        if polled and self._check_stale:
+            self._check_stale = False
+            watcher = self._watcher
+            # Ready in this poll, or not watched through it: peek (a spurious wake-up is None).
+            # (libuv's watchers have no ``pending``: there every reused socket is peeked.)
+            if watcher is None or not watcher.active or getattr(watcher, "pending", True):
+                reason = self._peek()
+                if reason is not None and self._corked is not None:
+                    self._mark_stale(reason)
+            if watcher is not None:
+                watcher.stop()
+        try:
+            self._uncork()
+        except Exception as exc:  # noqa: BLE001  (one socket's failure must not hold the others)
+            self._corked = None
+            self._cork_after = exc
+            self._wake_corked()
+
+    def _wake_corked(self) -> None:
+        sock = self._sock
+        if self._cork_waiting and sock is not None:
+            sock.hub.cancel_wait(sock._read_event, _CorkWake())
 
     def _uncork(self) -> None:
         """In the hub: send the corked bytes without waiting. An error, or what the kernel did not
         take, is left in ``_cork_after`` for the owning greenlet, which is woken if it waits."""
         data = self._corked
         if data is None:
-            if isinstance(self._cork_after, StaleSocket) and self._cork_waiting and self._sock is not None:
-                self._sock.hub.cancel_wait(self._sock._read_event, _CorkWake())
+            if isinstance(self._cork_after, StaleSocket):
+                self._wake_corked()
             return
         self._corked = None
         after: Any = None
-        if self.destroyed or self.generation != _generation or self._raw is None:
+        if self.destroyed or self.generation != _hub._generation or self._raw is None:
             after = socket_hang_up()  # never write to a destroyed or inherited socket
         else:
             try:
@@ -556,9 +468,7 @@ class Socket(EventEmitter):
                     after = memoryview(data)[sent:]  # the greenlet writes the rest, waiting as send() does
         if after is not None:
             self._cork_after = after
-            sock = self._sock
-            if self._cork_waiting and sock is not None:
-                sock.hub.cancel_wait(sock._read_event, _CorkWake())
+            self._wake_corked()
 
     def _await_cork(self, for_read: bool) -> None:
         """In the owning greenlet, before its next I/O on this socket: if the cork has not been
@@ -679,10 +589,10 @@ class Socket(EventEmitter):
         """(Re)start the idle timer for the full ``seconds``; ``'timeout'`` is emitted when it ends.
 
         An unref'd socket (the agent's free sockets) joins this hub's timer list for ``seconds``
-        (:class:`_TimerList`). A ref'd one has a timer of its own: a libev timer that is stopped
-        resumes with its *remaining* time and one that fired restarts at once, so it repeats with
-        ``repeat=seconds`` and is restarted with ``again()``, which always counts from now.
-        ``now``: ``time.monotonic()`` if the caller has just read it."""
+        (:class:`geventagent._hub.TimerList`). A ref'd one has a timer of its own: a libev timer
+        that is stopped resumes with its *remaining* time and one that fired restarts at once,
+        so it repeats with ``repeat=seconds`` and is restarted with ``again()``, which always
+        counts from now. ``now``: ``time.monotonic()`` if the caller has just read it."""
         if seconds is None or seconds <= 0 or seconds == _INF:
             return
         lst = self._idle_list
@@ -692,7 +602,7 @@ class Socket(EventEmitter):
         if not self._refed:
             hub = self._hub
             if hub is None:
-                hub = self._hub = _hub_state()
+                hub = self._hub = _hub.hub_state()
             lst = hub.idle_list(seconds)
             if lst is not None:
                 timer = self._timer
@@ -709,17 +619,21 @@ class Socket(EventEmitter):
             self._timer_after = seconds
         timer.again(self._on_idle_timer, update=True)
 
-    def _pool(self, seconds: float) -> None:
+    def _pool(self, seconds: float, reason: str = "idle_timeout") -> None:
         """The agent pools this socket: idle from now, ``'timeout'`` after ``seconds`` (none if
-        not positive or infinite), watched for FIN, RST or stray bytes."""
+        not positive or infinite), watched for FIN, RST or stray bytes. ``reason``: its close
+        reason when that limit expires (``"idle_timeout"`` or ``"ttl"``)."""
         now = self.freed_at = time.monotonic()
+        self._idle_limit = seconds
+        self._idle_reason = reason
         self._check_stale = False
         self._start_idle_timer(seconds, now)
         self._watch_idle()
 
     def _reuse(self) -> None:
-        """The agent takes this free socket for a request: what :meth:`_stop_idle_timer`,
+        """The agent takes this socket for a request: what :meth:`_stop_idle_timer`,
         :meth:`_unwatch_idle` and :meth:`ref` do, in one call."""
+        self._idle_limit = None
         lst = self._idle_list
         if lst is not None:
             self._idle_list = None
@@ -730,8 +644,14 @@ class Socket(EventEmitter):
             timer.ref = True
         watcher = self._watcher
         if watcher is not None and not self._check_stale:
-            watcher.stop()  # else it watches on until the write (see _Cork)
+            watcher.stop()  # else it watches on until the write (see _cork_flush)
         self._refed = True
+
+    def _unpool(self) -> None:
+        """Off the pool without a request (``'agentRemove'`` on a free socket): timers and watcher stop."""
+        self._idle_limit = None
+        self._stop_idle_timer()
+        self._unwatch_idle()
 
     def _stop_idle_timer(self) -> None:
         lst = self._idle_list
@@ -741,6 +661,10 @@ class Socket(EventEmitter):
         timer = self._timer
         if timer is not None:
             timer.stop()
+
+    def _on_idle_expired(self, lst: _hub.TimerList) -> None:
+        if self._idle_list is lst:  # else taken or listed again by an earlier socket's listener
+            self._on_idle_timer()
 
     def _on_idle_timer(self) -> None:
         self._idle_list = None
@@ -796,28 +720,41 @@ class Socket(EventEmitter):
             self._mark_stale(reason)
             return
         if not self.destroyed:
-            self.close_reason = self.close_reason or reason
             if reason == "server_close" and self._events and "end" in self._events:
                 self.emit("end")
-            self.destroy()
+            self.destroy(reason=reason)
 
     def _mark_stale(self, reason: str) -> None:
         """Found closed (or with stray bytes) after a request took it, before its write: the
         write is dropped and raises :class:`StaleSocket`, and the request goes out again on a
         new connection (nothing of it reached the server)."""
-        self.close_reason = reason
+        self._stale_reason = reason
         self._corked = None
         self._cork_after = StaleSocket(reason)
         # A greenlet waiting in _await_cork is woken when the cork flushes (see _uncork).
 
     # -- teardown -------------------------------------------------------------------------------
-    def destroy(self, exc: Optional[BaseException] = None) -> None:
+    def _closing(self, reason: Optional[str], had_error: bool) -> None:
+        """The one place ``close_reason`` is set: the first reason given wins; a socket found
+        stale keeps that reason; otherwise ``"error"`` or ``"closed"``."""
+        if self.close_reason is None:
+            self.close_reason = self._stale_reason or reason or ("error" if had_error else "closed")
+
+    def destroy(self, exc: Optional[BaseException] = None, *, reason: Optional[str] = None) -> None:
         """Close the connection now (idempotent). Emits ``'error'(exc)`` when ``exc`` is given and
-        somebody listens, then ``'close'(had_error)``; never writes to the peer."""
+        somebody listens, then ``'close'(had_error)``; never writes to the peer.
+
+        Args:
+            exc: the error that caused it (Node's ``destroy(err)``).
+            reason (str | None): why, for :attr:`close_reason` and ``agent.status()["close_reasons"]``
+                (``"idle_timeout"``, ``"server_close"``, ``"stale"``, ...); the first one given wins.
+        """
         if self.destroyed:
             return
         self.destroyed = True
         self.connecting = False
+        self._closing(reason, exc is not None)
+        self._idle_limit = None
         timer = self._timer
         if timer is not None:
             timer.close()
@@ -843,7 +780,8 @@ class Socket(EventEmitter):
     def _close_quietly(self, reason: str) -> None:
         """Close the fd and watchers without events or writes (an inherited socket after fork)."""
         self.destroyed = True
-        self.close_reason = reason
+        self._closing(reason, False)
+        self._idle_limit = None
         self._unlist()
         for name in ("_timer", "_watcher"):
             watcher = getattr(self, name)

@@ -204,7 +204,7 @@ class HttpTestServer:
     @property
     def port(self) -> int:
         assert self._server is not None
-        return self._server.server_port if not self.unix_path else 0
+        return (self._server.server_port or 0) if not self.unix_path else 0
 
     def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
         scheme = "https" if self.ssl_context is not None else "http"

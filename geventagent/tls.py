@@ -14,13 +14,10 @@ from typing import Any, Dict, Optional
 
 from gevent import ssl as gssl
 
-from .errors import GeventAgentError, NetworkError
+from .errors import GeventAgentError, InvalidArgValueError, NetworkError
 from .socket import Socket, _is_ip
 
 __all__ = ["TlsError", "build_context", "TlsSocket"]
-
-#: The options that shape an SSLContext (contexts are cached per agent by these).
-CONTEXT_FIELDS = ("ca", "cert", "key", "passphrase", "reject_unauthorized", "min_version", "max_version", "ciphers")
 
 # OpenSSL X509_V_ERR_* -> Node's codes
 _VERIFY_CODES = {
@@ -143,7 +140,41 @@ def build_context(options: Dict[str, Any]) -> Any:
     ciphers = options.get("ciphers")
     if ciphers:
         ctx.set_ciphers(ciphers)
+    curve = options.get("ecdh_curve")
+    if curve and curve != "auto":
+        ctx.set_ecdh_curve(curve)
+    secure_options = options.get("secure_options")
+    if secure_options:
+        ctx.options |= secure_options
+    protocol = options.get("secure_protocol")
+    if protocol:
+        pinned = _SECURE_PROTOCOLS.get(protocol, _UNSET)
+        if pinned is _UNSET:
+            raise InvalidArgValueError("Unknown secure_protocol %r (e.g. 'TLS_method', 'TLSv1_2_method')" % (protocol,))
+        if pinned is not None:
+            ctx.minimum_version = ctx.maximum_version = pinned
+    crl = options.get("crl")
+    if crl:
+        for item in crl if isinstance(crl, (list, tuple)) else [crl]:
+            ctx.load_verify_locations(**_pem_or_path(item))
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return ctx
+
+
+_UNSET: Any = object()
+# Node's secureProtocol method names -> the one version they pin (None: any version).
+_SECURE_PROTOCOLS = {
+    "TLS_method": None,
+    "TLS_client_method": None,
+    "SSLv23_method": None,
+    "SSLv23_client_method": None,
+    "TLSv1_method": ssl.TLSVersion.TLSv1,
+    "TLSv1_client_method": ssl.TLSVersion.TLSv1,
+    "TLSv1_1_method": ssl.TLSVersion.TLSv1_1,
+    "TLSv1_1_client_method": ssl.TLSVersion.TLSv1_1,
+    "TLSv1_2_method": ssl.TLSVersion.TLSv1_2,
+    "TLSv1_2_client_method": ssl.TLSVersion.TLSv1_2,
+}
 
 
 class TlsSocket(Socket):

@@ -14,6 +14,7 @@ from gevent.server import StreamServer
 
 import geventagent as ga
 import geventagent.socket as gasocket
+from geventagent import _hub
 from geventagent.errors import ConnectionReset, RequestTimeout
 from geventagent.testing import Response
 
@@ -87,11 +88,11 @@ def test_corked_write_waits_for_the_round_then_goes_out(raw_server):
     srv = raw_server()
     sock = connected(srv.port)
     sock.send_corked(b"hello")
-    assert sock._corked == b"hello"  # held: nothing written until the hub runs
+    assert sock.status()["corked"] == 5 and _hub.status()["corked"] == 1  # held: nothing written until the hub runs
     assert sock.bytes_written == 0
     gevent.sleep(0)
     wait_for(lambda: srv.received and bytes(srv.received[0]) == b"hello")
-    assert sock.bytes_written == 5 and sock._corked is None
+    assert sock.bytes_written == 5 and sock.status()["corked"] == 0
     sock.destroy()
 
 
@@ -109,13 +110,13 @@ def test_writes_of_one_round_share_one_flush(raw_server, monkeypatch):
     srv = raw_server()
     socks = [connected(srv.port) for _ in range(8)]
     flushes = []
-    original = gasocket._Cork.flush
+    original = _hub.Cork.flush
 
     def counting(self):
         flushes.append(len(self.pending))
         original(self)
 
-    monkeypatch.setattr(gasocket._Cork, "flush", counting)
+    monkeypatch.setattr(_hub.Cork, "flush", counting)
     for i, sock in enumerate(socks):
         sock.send_corked(b"w%d" % i)
     gevent.sleep(0)
@@ -134,7 +135,7 @@ def test_destroyed_before_the_flush_writes_nothing(raw_server):
     wait_for(lambda: srv.received)
     assert bytes(srv.received[0]) == b""
     with pytest.raises(ConnectionReset):
-        sock._await_cork(True)
+        sock.recv()
 
 
 def test_inherited_socket_is_never_written_by_the_flush(raw_server):
@@ -158,8 +159,9 @@ def test_partial_corked_write_is_finished_by_the_greenlet(raw_server):
     payload = bytes(range(256)) * 64  # 16384 bytes = CORK_MAX
     sock.send_corked(payload)
     gevent.sleep(0)
-    assert sock._corked is None
-    assert isinstance(sock._cork_after, memoryview), "the kernel took it all: the test cannot see a partial write"
+    state = sock.status()
+    assert state["corked"] == 0
+    assert state["write_pending"] == "rest", "the kernel took it all: the test cannot see a partial write"
     sock.send(b"")  # finishes the corked write first
     wait_for(lambda: srv.received and len(srv.received[0]) == len(payload), 5)
     assert bytes(srv.received[0]) == payload
@@ -189,7 +191,8 @@ def test_write_error_in_the_flush_is_raised_in_the_greenlet(raw_server, waiting)
     sock.send_corked(b"GET / HTTP/1.1\r\n\r\n")
     if not waiting:
         gevent.sleep(0)  # the flush fails in the hub; the error waits for the greenlet
-        assert sock._corked is None and isinstance(sock._cork_after, OSError)
+        state = sock.status()
+        assert state["corked"] == 0 and state["write_pending"] == "error"
     with pytest.raises(ConnectionReset) as info:
         sock.recv()  # waiting: the greenlet waits while the flush fails
     assert info.value.code in ("ECONNRESET", "EPIPE")
@@ -224,7 +227,7 @@ def test_cork_max_zero_writes_every_request_at_once(raw_server, monkeypatch):
     srv = raw_server()
     sock = connected(srv.port)
     sock.send_corked(b"now")
-    assert sock._corked is None and sock.bytes_written == 3  # written before any yield
+    assert sock.status()["corked"] == 0 and sock.bytes_written == 3  # written before any yield
     wait_for(lambda: srv.received and bytes(srv.received[0]) == b"now")
     sock.destroy()
 
@@ -256,10 +259,10 @@ def test_healthy_reused_sockets_are_written_after_one_poll_without_a_peek(make_s
     gevent.joinall([gevent.spawn(lambda: ga.get(server.url("/"), agent=agent).read()) for _ in range(8)])
     assert sum(len(g) for g in agent.free_sockets.values()) == 8
     peeks, rounds = [], []
-    original_peek, original_after_poll = ga.Socket._peek, gasocket._Cork._after_poll
+    original_peek, original_after_poll = ga.Socket._peek, _hub.Cork._after_poll
     monkeypatch.setattr(ga.Socket, "_peek", lambda self: peeks.append(self) or original_peek(self))
     monkeypatch.setattr(
-        gasocket._Cork, "_after_poll", lambda self: rounds.append(len(self.after_poll)) or original_after_poll(self)
+        _hub.Cork, "_after_poll", lambda self: rounds.append(len(self.after_poll)) or original_after_poll(self)
     )
     results = spawn_all(*[lambda: ga.get(server.url("/"), agent=agent).read() for _ in range(8)])
     assert results == [b"ok"] * 8
@@ -301,5 +304,5 @@ def test_a_destroyed_socket_in_the_round_does_not_hold_back_the_others(raw_serve
     assert sorted(bytes(r) for r in srv.received) == [b"", b"req"]
     assert kept.bytes_written == 3 and gone.bytes_written == 0
     with pytest.raises(ConnectionReset):
-        gone._await_cork(True)
+        gone.recv()
     kept.destroy()

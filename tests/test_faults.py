@@ -246,7 +246,7 @@ def test_keep_alive_hint_timeout_and_max_in_any_order(leak_check, ga_make_server
     agent = agent_for(leak_check)
     agent.get(server.url("/a")).read()
     socket = next(iter(agent.free_sockets.values()))[0]
-    assert socket._free_timeout == 2.0  # Node's anchored regex would miss "max=5, timeout=3"
+    assert socket.status()["idle_limit"] == 2.0  # Node's anchored regex would miss "max=5, timeout=3"
     agent.get(server.url("/b")).read()
     assert agent.free_sockets == {} and agent.close_reasons == {"max_requests": 1}
 

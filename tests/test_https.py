@@ -138,7 +138,7 @@ def test_session_resumption_seen_by_server(tls_server, https_agent):
     for _ in range(3):
         assert ga.get(server.url("/", host="localhost"), agent=agent).read() == b"Hello World"
     assert server.tls_handshakes == 3 and server.tls_resumed >= 1
-    assert len(agent._sessions) == 1
+    assert len(agent.status()["tls_sessions"]) == 1
 
 
 def test_https_agent_disable_session_reuse(tls_server, https_agent):
@@ -146,16 +146,16 @@ def test_https_agent_disable_session_reuse(tls_server, https_agent):
     agent = https_agent(max_cached_sessions=0)
     for _ in range(3):
         ga.get(server.url("/", host="localhost"), agent=agent).read()
-    assert server.tls_resumed == 0 and agent._sessions == {}
+    assert server.tls_resumed == 0 and agent.status()["tls_sessions"] == []
 
 
 def test_https_agent_session_reuse_cache_is_fifo_and_keyed(tls_server, https_agent):
     one, two = tls_server(), tls_server()
     agent = https_agent(max_cached_sessions=1)
     ga.get(one.url("/", host="localhost"), agent=agent).read()
-    key_one = next(iter(agent._sessions))
+    [key_one] = agent.status()["tls_sessions"]
     ga.get(two.url("/", host="localhost"), agent=agent).read()
-    assert list(agent._sessions) != [key_one] and len(agent._sessions) == 1
+    assert agent.status()["tls_sessions"] != [key_one] and len(agent.status()["tls_sessions"]) == 1
     # a cipher change gives a different key
     assert agent.get_name({"host": "a", "port": 1, "ciphers": "AES256-SHA"}) != agent.get_name({"host": "a", "port": 1})
 
@@ -164,11 +164,11 @@ def test_https_agent_session_eviction(tls_server, https_agent, ca):
     server = tls_server()
     agent = https_agent()
     ga.get(server.url("/", host="localhost"), agent=agent).read()
-    assert len(agent._sessions) == 1
+    assert len(agent.status()["tls_sessions"]) == 1
     server.ssl_context = server_context(trustme.CA())  # now the handshake fails
     with pytest.raises(ga.GeventAgentError):
         ga.get(server.url("/", host="localhost"), agent=agent)
-    assert agent._sessions == {}
+    assert agent.status()["tls_sessions"] == []
 
 
 def test_handshake_is_cooperative(https_agent):
@@ -257,7 +257,7 @@ def test_https_agent_sockets_leak(tls_server, https_agent):
     names = []
     for _ in range(2):
         req = ga.ClientRequest(server.url("/"), agent=agent, headers={"Host": "sni.test"})
-        req.on("socket", lambda s: names.append(s._agent_name))
+        req.on("socket", lambda s: names.append(s.status()["origin"]))
         req.end().read()
     assert len(set(names)) == 1 and names[0].count("sni.test") == 1
     agent.destroy()

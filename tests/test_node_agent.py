@@ -633,7 +633,9 @@ def test_http_client_close_with_default_agent(make_server):
     # an idle pooled socket does not keep gevent.wait() waiting (Node's unref); the in-process
     # server would, so look at the watchers (test_gevent.py checks gevent.wait() out of process)
     socket = next(iter(ga.global_agent.free_sockets.values()))[0]
-    assert socket._idle_list.timer.ref is False and socket._watcher.ref is False
+    state = socket.status()
+    assert state["idle_timer"] == "list" and state["timer_ref"] is False
+    assert state["watched"] and state["watcher_ref"] is False
     gevent.sleep(0.3)
     assert ga.global_agent.free_sockets == {}  # the server closed it; it left the pool at once
     assert ga.global_agent.total_socket_count == 0
@@ -645,10 +647,10 @@ def test_http_agent_keep_alive_timeout_buffer(make_server, make_agent):
     agent = make_agent(keep_alive=True, keep_alive_timeout_buffer=1.5)
     agent.get(server.url("/")).read()
     socket = agent.free_sockets[name_of(server)][0]
-    assert socket._free_timeout == 1.5
+    assert socket.status()["idle_limit"] == 1.5
     default = make_agent(keep_alive=True)
     default.get(server.url("/")).read()
-    assert default.free_sockets[name_of(server)][0]._free_timeout == 2.0
+    assert default.free_sockets[name_of(server)][0].status()["idle_limit"] == 2.0
 
 
 # 34 --------------------------------------------------------------------------------------------

@@ -86,9 +86,9 @@ def test_free_socket_timeout_zero_or_none_disables():
         ga.Agent(free_socket_timeout=-1)
 
 
-def test_unknown_connect_options_are_kept():
-    agent = ga.Agent(foo="bar", local_address="127.0.0.1")
-    assert agent.options["foo"] == "bar" and agent.options["local_address"] == "127.0.0.1"
+def test_connect_options_are_kept():
+    agent = ga.Agent(local_address="127.0.0.1", connect_timeout=2)
+    assert agent.options["local_address"] == "127.0.0.1" and agent.options["connect_timeout"] == 2
 
 
 def test_attributes_are_mutable_and_read_at_use_time():
@@ -119,7 +119,7 @@ def test_request_fills_port_in_name(server, make_agent):
     agent = make_agent(keep_alive=True)
     names = []
     req = ga.ClientRequest({"hostname": "127.0.0.1", "port": server.port, "agent": agent})
-    req.on("socket", lambda s: names.append(s._agent_name))
+    req.on("socket", lambda s: names.append(s.status()["origin"]))
     req.end().read()
     assert names == ["127.0.0.1:%d:" % server.port]
     assert list(agent.free_sockets) == names
@@ -203,9 +203,10 @@ def test_url_fast_path_builds_the_same_request_as_the_general_path(url, kw, make
     general = ga.ClientRequest(url, agent=agent, set_host=True, **kw)
     for attr in ("protocol", "host", "port", "path", "method", "timeout", "retry", "should_keep_alive"):
         assert getattr(fast, attr) == getattr(general, attr), attr
-    assert fast._headers == general._headers
-    assert fast._connect_options == general._connect_options
-    assert agent.get_name(fast._connect_options) == agent.get_name(general._connect_options)
+    assert fast.get_headers() == general.get_headers()
+    assert fast.get_raw_header_names() == general.get_raw_header_names()
+    assert fast.connect_options == general.connect_options
+    assert agent.get_name(fast.connect_options) == agent.get_name(general.connect_options)
 
 
 @pytest.mark.parametrize("extra", [{}, {"set_host": True}], ids=["fast", "general"])

@@ -9,7 +9,7 @@ import time
 import gevent
 
 import geventagent as ga
-import geventagent.socket as gasocket
+from geventagent import _hub
 from geventagent.testing import Response
 
 
@@ -28,7 +28,9 @@ def test_sockets_with_one_limit_share_a_timer_and_expire_in_order():
     first = idle_socket(0.2, fired)
     gevent.sleep(0.1)
     second = idle_socket(0.2, fired)
-    assert first._idle_list is second._idle_list and first._timer is None and second._timer is None
+    # one list (and its one timer) for both; neither has a timer of its own
+    assert first.status()["idle_timer"] == second.status()["idle_timer"] == "list"
+    assert _hub.status()["timer_lists"].get(0.2) == 2
     gevent.sleep(0.15)  # t = 0.25: only the first is due
     assert [s for s, _ in fired] == [first]
     gevent.sleep(0.15)  # t = 0.4
@@ -42,7 +44,7 @@ def test_a_socket_taken_before_its_deadline_does_not_expire_and_restarts_in_full
     sock = idle_socket(0.15, fired)
     gevent.sleep(0.1)
     sock._stop_idle_timer()  # reused
-    assert sock._idle_list is None
+    assert sock.status()["idle_timer"] is None
     gevent.sleep(0.1)
     assert fired == []
     started = time.monotonic()
@@ -56,18 +58,20 @@ def test_a_socket_taken_before_its_deadline_does_not_expire_and_restarts_in_full
 def test_ref_moves_a_listed_socket_to_a_timer_of_its_own():
     fired: list = []
     sock = idle_socket(0.1, fired)
-    assert sock._idle_list is not None
+    assert sock.status()["idle_timer"] == "list"
     sock.ref()
-    assert sock._idle_list is None and sock._timer is not None and sock._timer.ref is True
+    state = sock.status()
+    assert state["idle_timer"] == "own" and state["timer_ref"] is True
     gevent.sleep(0.15)
     assert [s for s, _ in fired] == [sock]
 
 
 def test_limits_beyond_the_list_cap_get_a_timer_each_and_still_expire():
     fired: list = []
-    socks = [idle_socket(0.05 + i * 0.003, fired) for i in range(gasocket._HubState.MAX_LISTS + 4)]
-    own = [s for s in socks if s._timer is not None]
-    assert own and all(s._idle_list is None for s in own)
+    socks = [idle_socket(0.05 + i * 0.003, fired) for i in range(_hub.HubState.MAX_LISTS + 4)]
+    kinds = [s.status()["idle_timer"] for s in socks]
+    assert "own" in kinds and set(kinds) == {"own", "list"}  # a socket is on a list or has its own timer
+    assert len(_hub.status()["timer_lists"]) <= _hub.HubState.MAX_LISTS
     gevent.sleep(0.25)
     assert sorted(id(s) for s, _ in fired) == sorted(id(s) for s in socks)
 
@@ -89,10 +93,13 @@ def test_destroy_takes_a_free_socket_off_its_lists(make_server, make_agent):
     agent = make_agent(keep_alive=True, free_socket_timeout=0.2)
     ga.get(server.url("/"), agent=agent).read()
     sock = next(iter(agent.free_sockets.values()))[0]
-    idle = sock._idle_list
-    assert sock in idle.entries and sock._watcher.active
+    state = sock.status()
+    assert state["idle_timer"] == "list" and state["watched"]
+    listed = _hub.status()["timer_lists"].get(0.2, 0)
     sock.destroy()
-    assert sock not in idle.entries and sock._watcher is None
+    state = sock.status()
+    assert state["idle_timer"] is None and not state["watched"] and state["watcher_ref"] is None
+    assert _hub.status()["timer_lists"].get(0.2, 0) == listed - 1
 
 
 def test_pool_idle_timeout_closes_many_free_sockets_with_one_timer(make_server, make_agent):
@@ -101,6 +108,7 @@ def test_pool_idle_timeout_closes_many_free_sockets_with_one_timer(make_server, 
     gevent.joinall([gevent.spawn(lambda: ga.get(server.url("/"), agent=agent).read()) for _ in range(30)])
     free = [s for group in agent.free_sockets.values() for s in group]
     assert len(free) == 30
-    assert len({id(s._idle_list) for s in free}) == 1 and all(s._timer is None for s in free)
+    assert all(s.status()["idle_timer"] == "list" for s in free)  # none has a timer of its own
+    assert _hub.status()["timer_lists"] == {0.3: 30}  # one list, one timer
     gevent.sleep(0.5)
     assert agent.free_sockets == {} and agent.close_reasons.get("idle_timeout") == 30

@@ -27,7 +27,7 @@ import json as _json
 import re
 import time
 from base64 import b64encode
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, cast
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import gevent
@@ -250,7 +250,7 @@ class AgentSession:
         if parts.username:
             credentials = "%s:%s" % (parts.username, parts.password or "")
             self.auth_header = "Basic " + b64encode(credentials.encode()).decode()
-            netloc = parts.hostname + (":%d" % parts.port if parts.port else "")
+            netloc = (parts.hostname or "") + (":%d" % parts.port if parts.port else "")
             base_url = parts._replace(netloc=netloc).geturl()
         self.base_url = base_url
 
@@ -367,9 +367,10 @@ class AgentSession:
         elapsed_ms = (time.perf_counter() - start) * 1000
         message = response._message
         if message is not None:
-            phases = message.req.timings()
+            req = cast(ga.ClientRequest, message.req)
+            phases = req.timings()
             context.update(
-                reused_socket=message.req.reused_socket,
+                reused_socket=req.reused_socket,
                 queue_ms=phases["queue"] * 1000,
                 connect_ms=phases["connect"] * 1000,
                 ttfb_ms=phases["ttfb"] * 1000,
@@ -433,7 +434,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class AgentUser(User, RestMixin):  # type: ignore[misc]
+class AgentUser(User, RestMixin):
     """An abstract locust User whose ``client`` is an :class:`AgentSession`.
 
     Class attributes (read once per user; map to the agent's options):
@@ -498,7 +499,7 @@ class AgentUser(User, RestMixin):  # type: ignore[misc]
         for agent in self._own_agents:
             agent.destroy()
 
-    def run(self) -> None:
+    def run(self) -> None:  # type: ignore[misc]  # locust marks run() final; on_stop is the user's
         try:
             super().run()
         finally:  # also when the user is killed mid-request (GreenletExit)

@@ -1,0 +1,321 @@
+"""Every option of the public API in one place: the names each call accepts, their validation with
+Node's error codes, and URL parsing.
+
+An unknown keyword argument anywhere (a misspelling, Node's camelCase, another client's name such
+as ``json=``) raises :class:`~geventagent.errors.UnknownOptionError` before anything is sent, naming
+the nearest valid name: a misspelled cap must never silently become "unlimited".
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import re
+from typing import Any, Dict, FrozenSet, Iterable, Optional, Tuple
+from urllib.parse import unquote, urlsplit
+
+from .errors import InvalidArgTypeError, InvalidArgValueError, OutOfRangeError, UnknownOptionError
+
+__all__ = [
+    "AGENT_OPTIONS",
+    "CONNECT_OPTIONS",
+    "TLS_OPTIONS",
+    "HTTPS_AGENT_OPTIONS",
+    "REQUEST_OPTIONS",
+    "check_names",
+    "validate_cap",
+    "validate_seconds",
+    "validate_retry",
+    "validate_scheduling",
+    "parse_url",
+    "url_template",
+]
+
+_INF = math.inf
+
+#: Options of a connection (``net.connect``'s, in snake_case), on an agent or a request.
+CONNECT_OPTIONS: FrozenSet[str] = frozenset(
+    ("local_address", "family", "socket_path", "no_delay", "connect_timeout", "timeout")
+)
+#: TLS options (Node's ``tls.connect`` / ``https.Agent`` names in snake_case), on an
+#: :class:`~geventagent.HttpsAgent` or an https request. ``honor_cipher_order``, ``dhparam`` and
+#: ``session_id_context`` only shape a server's context: accepted and unused, as in Node's client.
+TLS_OPTIONS: FrozenSet[str] = frozenset(
+    (
+        "ca",
+        "cert",
+        "key",
+        "passphrase",
+        "reject_unauthorized",
+        "servername",
+        "min_version",
+        "max_version",
+        "ciphers",
+        "ssl_context",
+        "ecdh_curve",
+        "secure_options",
+        "secure_protocol",
+        "crl",
+        "honor_cipher_order",
+        "dhparam",
+        "session_id_context",
+        "pfx",
+        "sigalgs",
+        "client_cert_engine",
+        "private_key_identifier",
+        "private_key_engine",
+    )
+)
+#: Pool options of :class:`~geventagent.Agent` (besides the connect options).
+POOL_OPTIONS: FrozenSet[str] = frozenset(
+    (
+        "keep_alive",
+        "keep_alive_initial_delay",
+        "max_sockets",
+        "max_total_sockets",
+        "max_free_sockets",
+        "scheduling",
+        "free_socket_timeout",
+        "keep_alive_timeout_buffer",
+        "socket_ttl",
+        "max_requests_per_socket",
+        "retry",
+        "queue_timeout",
+        "max_queued",
+    )
+)
+AGENT_OPTIONS: FrozenSet[str] = POOL_OPTIONS | CONNECT_OPTIONS
+HTTPS_AGENT_OPTIONS: FrozenSet[str] = AGENT_OPTIONS | TLS_OPTIONS | {"max_cached_sessions"}
+#: Options of one request (``ClientRequest``; Node's ``http.request`` options in snake_case).
+REQUEST_OPTIONS: FrozenSet[str] = (
+    frozenset(
+        (
+            "protocol",
+            "hostname",
+            "host",
+            "port",
+            "path",
+            "method",
+            "headers",
+            "agent",
+            "auth",
+            "set_host",
+            "default_port",
+            "max_header_size",
+            "retry",
+            "queue_timeout",
+        )
+    )
+    | CONNECT_OPTIONS
+    | TLS_OPTIONS
+)
+
+#: Names other clients use, and what to use here instead.
+_FOREIGN = {
+    "data": "body",
+    "content": "body",
+    "json": "body (or request(..., json=obj))",
+    "params": "a query string in the URL (or request(..., params=...))",
+    "files": "body",
+    "verify": "reject_unauthorized (HttpsAgent)",
+    "allow_redirects": "nothing: geventagent does not follow redirects",
+    "follow_redirects": "nothing: geventagent does not follow redirects",
+    "keepalive": "keep_alive",
+    "pool_maxsize": "max_sockets",
+    "maxsize": "max_sockets",
+    "pool_timeout": "queue_timeout",
+    "max_queue": "max_queued",
+    "keep_alive_msecs": "keep_alive_initial_delay (seconds)",
+    "keep_alive_m_secs": "keep_alive_initial_delay (seconds)",
+    "agent_keep_alive_timeout_buffer": "keep_alive_timeout_buffer (seconds)",
+}
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def _snake(name: str) -> str:
+    return _CAMEL.sub(r"_\1", name).lower()
+
+
+def suggest(name: str, valid: Iterable[str]) -> Optional[str]:
+    """The valid name a caller most likely meant by ``name``, or None."""
+    valid = sorted(valid)
+    snake = _snake(name)
+    if snake in _FOREIGN:
+        return _FOREIGN[snake]
+    if snake in valid:
+        return snake
+    close = difflib.get_close_matches(snake, valid, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+#: Node TLS options geventagent knows but cannot honour (Python's ``ssl`` has no equivalent).
+UNSUPPORTED_TLS_OPTIONS = {
+    "pfx": "convert the PKCS#12 file to PEM and pass cert= and key=",
+    "sigalgs": "Python's ssl module cannot restrict signature algorithms",
+    "client_cert_engine": "OpenSSL engines are not available from Python's ssl module",
+    "private_key_engine": "OpenSSL engines are not available from Python's ssl module",
+    "private_key_identifier": "OpenSSL engines are not available from Python's ssl module",
+}
+
+
+def check_names(given: Iterable[str], valid: FrozenSet[str], where: str) -> None:
+    """Raise for the first name in ``given`` that is not in ``valid``, or that names a Node TLS
+    option geventagent cannot honour.
+
+    Raises:
+        UnknownOptionError (``ERR_INVALID_ARG_VALUE``, also a ``TypeError``): e.g. ``Agent() got
+        an unknown option 'maxSockets': did you mean 'max_sockets'?``.
+        InvalidArgValueError: a known but unsupported option (``pfx``, ``sigalgs``, engines).
+    """
+    for name in given:
+        if name not in valid:
+            hint = suggest(str(name), valid)
+            message = "%s got an unknown option %r" % (where, name)
+            if hint:
+                message += ": did you mean %s?" % (repr(hint) if hint in valid else hint)
+            raise UnknownOptionError(message, option=str(name), suggestion=hint)
+        if name in UNSUPPORTED_TLS_OPTIONS:
+            raise InvalidArgValueError(
+                "%s: the option %r is not supported: %s" % (where, name, UNSUPPORTED_TLS_OPTIONS[name])
+            )
+
+
+# -- values ---------------------------------------------------------------------------------------
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_cap(name: str, value: Any, minimum: int) -> float:
+    """A socket cap: a number >= ``minimum``; ``None`` or ``math.inf`` mean unlimited.
+
+    Raises:
+        InvalidArgTypeError: not a number (``ERR_INVALID_ARG_TYPE``).
+        OutOfRangeError: NaN or below ``minimum`` (``ERR_OUT_OF_RANGE``).
+    """
+    if value is None:
+        return _INF
+    if not is_number(value):
+        raise InvalidArgTypeError(
+            'The "%s" argument must be of type number. Received type %s (%r)' % (name, type(value).__name__, value)
+        )
+    if value != value or value < minimum:
+        raise OutOfRangeError(
+            'The value of "%s" is out of range. It must be >= %d. Received %r' % (name, minimum, value)
+        )
+    return value
+
+
+#: Methods retried on a stale reused socket by default (RFC 9110 idempotent methods, as urllib3).
+IDEMPOTENT_METHODS = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
+RETRY_POLICIES = ("idempotent", "always", False)
+
+
+def validate_retry(value: Any) -> Any:
+    """A retry policy: ``"idempotent"``, ``"always"`` or False (None means False, True "idempotent").
+
+    Raises:
+        InvalidArgValueError: anything else (``ERR_INVALID_ARG_VALUE``).
+    """
+    if value is None:
+        return False
+    if value is True:
+        return "idempotent"
+    if value not in RETRY_POLICIES:
+        raise InvalidArgValueError(
+            "The argument 'retry' must be one of: 'idempotent', 'always', False. Received %r" % (value,)
+        )
+    return value
+
+
+def validate_scheduling(value: Any) -> str:
+    """``"fifo"`` or ``"lifo"`` (case-sensitive, as Node).
+
+    Raises:
+        InvalidArgValueError: anything else, with Node's exact message.
+    """
+    if value not in ("fifo", "lifo"):
+        raise InvalidArgValueError("The argument 'scheduling' must be one of: 'fifo', 'lifo'. Received %r" % (value,))
+    return value
+
+
+def validate_seconds(name: str, value: Any, allow_inf: bool = False) -> Optional[float]:
+    """A duration in seconds: ``None`` or a non-negative number (finite unless ``allow_inf``).
+
+    Raises:
+        InvalidArgTypeError / OutOfRangeError, as Node's ``validateNumber`` for ``msecs``.
+    """
+    if value is None:
+        return None
+    if not is_number(value):
+        raise InvalidArgTypeError(
+            'The "%s" argument must be of type number. Received type %s (%r)' % (name, type(value).__name__, value)
+        )
+    if value != value or value < 0 or (value == _INF and not allow_inf):
+        raise OutOfRangeError(
+            'The value of "%s" is out of range. It must be a non-negative finite number. Received %r' % (name, value)
+        )
+    return float(value)
+
+
+# -- URLs -----------------------------------------------------------------------------------------
+INVALID_PATH = re.compile(r"[^\u0021-\u00ff]")
+#: The parts of a URL a request needs: protocol, hostname, port or None, path (with the query),
+#: auth (``user:password``, percent-decoded) or None.
+Template = Tuple[str, str, Optional[int], str, Optional[str]]
+_TEMPLATES: Dict[str, Template] = {}
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse_url(url: str) -> Dict[str, Any]:
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        raise InvalidArgValueError("Invalid URL: %r" % (url,), code="ERR_INVALID_URL")
+    opts: Dict[str, Any] = {"protocol": parts.scheme.lower() + ":", "hostname": parts.hostname or "localhost"}
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidArgValueError("Invalid URL: %r" % (url,), code="ERR_INVALID_URL") from exc
+    if port:
+        opts["port"] = port
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    opts["path"] = path
+    if parts.username is not None:
+        auth = unquote(parts.username)
+        if parts.password is not None:
+            auth += ":" + unquote(parts.password)
+        opts["auth"] = auth
+    return opts
+
+
+def parse_url(url: str) -> Dict[str, Any]:
+    """Node-style request options (``protocol``, ``hostname``, ``port``, ``path``, ``auth``) from a
+    URL: a new dict each call (parsing is cached: services call the same URLs again and again).
+
+    Raises:
+        InvalidArgValueError (``ERR_INVALID_URL``): no scheme or host, or a bad port.
+    """
+    return _parse_url(url).copy()
+
+
+def url_template(url: str) -> Template:
+    """``(protocol, hostname, port or None, path, auth or None)`` of a URL, validated once and cached.
+
+    Raises:
+        InvalidArgValueError (``ERR_INVALID_URL``), UnescapedCharactersError (a bad path).
+    """
+    template = _TEMPLATES.get(url)
+    if template is None:
+        opts = _parse_url(url)
+        path = opts["path"]
+        if INVALID_PATH.search(path):
+            from .errors import UnescapedCharactersError
+
+            raise UnescapedCharactersError("Request path contains unescaped characters")
+        template = (opts["protocol"], opts["hostname"], opts.get("port"), path, opts.get("auth"))
+        if len(_TEMPLATES) >= 2048:
+            _TEMPLATES.clear()
+        _TEMPLATES[url] = template
+    return template
