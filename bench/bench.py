@@ -11,6 +11,11 @@ ratios (``wait10k``/``tiny``, ``origins1k``/``tiny``) are taken per round, from 
 and their median counts: the machine's speed drifts over a run by more than the margins.
 
     python bench/bench.py [--clients geventagent,geventhttpclient,...] [--workloads tiny,1mib,...] [--repeat N]
+                          [--baseline GIT_REF]
+
+``--baseline REF`` runs the geventagent of another commit (``git archive REF``) as the client
+``baseline``, through the same workload code, in the same interleaved rounds, and prints each
+workload's ratio to it: how a change moved every figure, measured side by side.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ ROOT = os.path.dirname(HERE)
 CLIENTS = ["geventagent", "geventhttpclient", "urllib3", "requests", "httpx", "node", "raw", "rawpool"]
 #: Clients run ``--repeat`` times per workload (rounds interleaved, median reported): the ones the
 #: targets compare, and the floors. The slow peers run once (they take minutes on wait10k).
-REPEATED = ("geventagent", "geventhttpclient", "node", "raw", "rawpool")
+REPEATED = ("geventagent", "baseline", "geventhttpclient", "node", "raw", "rawpool")
+#: The source tree of ``--baseline`` (set in main).
+BASELINE_DIR = ""
 WORKLOADS = ["tiny", "1mib", "post64k", "no_keepalive", "wait10k", "origins1k"]
 ORIGINS = 1000
 
@@ -123,6 +130,9 @@ def start_python_server(port_holder: list) -> subprocess.Popen:
 
 
 def run_one(client: str, workload: str, port: int, origin_base: int) -> dict:
+    path = ROOT
+    if client == "baseline":  # the other commit's library through this commit's workload code
+        client, path = "geventagent", BASELINE_DIR
     if client == "node":
         if not shutil.which("node"):
             return {"skipped": "node not installed"}
@@ -135,7 +145,7 @@ def run_one(client: str, workload: str, port: int, origin_base: int) -> dict:
         cmd = [sys.executable, os.path.join(HERE, "clients.py"), client, workload, str(port), str(origin_base)]
     try:
         proc = subprocess.run(
-            taskset(0, cmd), capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT)
+            taskset(0, cmd), capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=path)
         )
     except subprocess.TimeoutExpired:
         return {"skipped": "timeout"}
@@ -187,8 +197,16 @@ def main() -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of the fast clients per workload, interleaved; the median counts"
     )
+    parser.add_argument("--baseline", help="a git commit whose geventagent runs beside this one (client 'baseline')")
     args = parser.parse_args()
     clients = args.clients.split(",")
+    if args.baseline:
+        global BASELINE_DIR
+        BASELINE_DIR = tempfile.mkdtemp(prefix="ga-baseline-")
+        archive = subprocess.run(["git", "-C", ROOT, "archive", args.baseline], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", BASELINE_DIR], input=archive.stdout, check=True)
+        if "baseline" not in clients:
+            clients.insert(clients.index("geventagent") + 1 if "geventagent" in clients else 0, "baseline")
     workloads = args.workloads.split(",")
     os.makedirs(args.out, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="ga-bench-")
@@ -256,6 +274,8 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             server.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+        if BASELINE_DIR:
+            shutil.rmtree(BASELINE_DIR, ignore_errors=True)
     print("\nserver: %s on CPU 1; each client in its own process on CPU 0; %s" % (server_name, os.uname().machine))
     header = "%-13s %-17s %10s %9s %8s %9s" % ("workload", "client", "req/s", "MB/s", "ratio", "RSS MiB")
     print(header)
@@ -337,6 +357,22 @@ def main() -> int:
         print("scale ratios per round (the median counts):")
         for name, values in paired_ratios.items():
             print("  %-40s %s" % (name, " ".join("%.2f" % v for v in values)))
+    versus: dict = {}
+    if args.baseline:
+        print("geventagent vs baseline %s (req/s ratio per round, same round; the median counts):" % args.baseline)
+        for workload in workloads:
+            mine = dict(zip(rounds_of[workload].get("geventagent", []), samples[workload].get("geventagent", [])))
+            ratios = sorted(
+                mine[r]["req_s"] / row["req_s"]
+                for r, row in zip(rounds_of[workload].get("baseline", []), samples[workload].get("baseline", []))
+                if "req_s" in row and r in mine and "req_s" in mine[r]
+            )
+            if ratios:
+                versus[workload] = {"median": ratios[len(ratios) // 2], "rounds": [round(x, 3) for x in ratios]}
+                print(
+                    "  %-13s %6.3f   (rounds %s)"
+                    % (workload, versus[workload]["median"], " ".join("%.3f" % x for x in ratios))
+                )
     with open(os.path.join(args.out, "bench.json"), "w") as fh:
         json.dump(
             {
@@ -345,6 +381,7 @@ def main() -> int:
                 "targets": checks,
                 "compare": floors,
                 "paired_ratios": paired_ratios,
+                "versus_baseline": versus,
             },
             fh,
             indent=2,

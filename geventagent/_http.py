@@ -172,11 +172,7 @@ class ResponseParser:
         if self.headers_complete:
             self._raw_trailers += (name, value)
         else:
-            raw = self._raw
-            raw.append(name)
-            raw.append(value)
-            if len(name) == 10 and name.lower() == b"keep-alive":
-                self.keep_alive_hint = value
+            self._raw += (name, value)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -186,13 +182,18 @@ class ResponseParser:
         self.status_message = (parts[0] if len(parts) == 1 else b"".join(parts)).decode("latin-1")
         self._status_parts = []
         raw = self._raw
-        if sum(map(len, raw)) + 2 * len(raw) + len(self.status_message) > self.max_header_size:
+        # (only a head fed in more bytes than the limit can be over it: count precisely then)
+        if self._head_bytes > self.max_header_size and (
+            sum(map(len, raw)) + 2 * len(raw) + len(self.status_message) > self.max_header_size
+        ):
             raise HttpParseError("Parse Error: Header overflow", code="HPE_HEADER_OVERFLOW")
         self.http_version = parser.get_http_version()
         if 100 <= status < 200 and status != 101:
             return  # interim response; on_message_complete records it
         self.headers_complete = True
         self.keep_alive = parser.should_keep_alive()
+        if b"keep-alive" in b"\n".join(raw[::2]).lower():  # one C-level scan per response
+            self.keep_alive_hint = self.header(b"keep-alive")
         method = self.method
         if method == "HEAD":
             # llhttp cannot be told this answers a HEAD: the message ends with its head.

@@ -39,15 +39,27 @@ def fork_generation() -> int:
     return _generation
 
 
+#: What :meth:`Corked._cork_flush` says: the write went out (or failed, for its owner to see) ...
+WRITTEN = 0
+#: ... or must wait for the hub's next (non-blocking) poll, which its idle watcher answers ...
+AFTER_POLL = 1
+#: ... or needs a readiness check of its fd first (one poll(0) over the round's such sockets).
+CHECK = 2
+
+
 class Corked(Protocol):
     """What the cork needs of a socket whose write it holds."""
 
-    def _cork_after_poll(self) -> bool:
-        """True: write only after the hub's next (non-blocking) poll (a stale check is due)."""
+    _fd: int
 
-    def _cork_flush(self, polled: bool) -> None:
-        """Write the held bytes now, in the hub, without waiting; never raise. ``polled``: the
-        hub has just polled (the socket's idle watcher says whether the server closed it)."""
+    def _cork_flush(self, polled: bool) -> int:
+        """Write the held bytes now, in the hub, without waiting; never raise; return WRITTEN.
+        Or, when a stale check is due first, write nothing and return AFTER_POLL or CHECK.
+        ``polled``: the check's question was answered since (the hub's poll, for AFTER_POLL;
+        the cork's poll(0) found the fd not readable, for CHECK)."""
+
+    def _cork_checked(self) -> None:
+        """After a CHECK whose poll(0) found the fd readable (FIN, RST or stray bytes): look, then write."""
 
 
 class Listed(Protocol):
@@ -75,7 +87,7 @@ class Cork:
     every small request write of the hub's current round, which is at most the time the
     greenlets that are ready now take to yield.
 
-    Writes that must wait for a stale check (:meth:`Corked._cork_after_poll`) wait one step
+    Writes that must wait for a stale check (:meth:`Corked._cork_flush` says so) wait one step
     more: the hub polls once without blocking, and a check watcher (which libev runs right after
     the poll, before any I/O callback) sends them, so the server's FIN or RST is seen up to the
     moment of the write with no system call for the healthy sockets."""
@@ -100,11 +112,18 @@ class Cork:
         self.scheduled = False
         pending, self.pending = self.pending, []
         after_poll = self.after_poll
+        checks: Optional[List[Corked]] = None
         for sock in pending:
-            if sock._cork_after_poll():
-                after_poll.append(sock)
-            else:
-                sock._cork_flush(False)
+            wait = sock._cork_flush(False)
+            if wait:
+                if wait == AFTER_POLL:
+                    after_poll.append(sock)
+                elif checks is None:
+                    checks = [sock]
+                else:
+                    checks.append(sock)
+        if checks is not None:
+            _check(checks)
         if after_poll:
             check = self.check
             if check is None:
@@ -120,6 +139,41 @@ class Cork:
         self.idle.stop()
         socks, self.after_poll = self.after_poll, []
         for sock in socks:
+            sock._cork_flush(True)
+
+
+try:  # the unpatched poll(): with a 0 timeout it never blocks, and it is not gevent's
+    from gevent.monkey import get_original
+
+    _poll: Any = get_original("select", "poll")
+    _POLLIN: int = get_original("select", "POLLIN")
+except (AttributeError, ImportError):  # pragma: no cover  (no poll() on this platform)
+    _poll = None
+    _POLLIN = 1
+
+
+def _check(socks: List[Corked]) -> None:
+    """Which of ``socks`` have something to read (a FIN, an RST, stray bytes)? One poll(0) for
+    all of them (a peek each would raise and catch BlockingIOError for every healthy socket)."""
+    events: Any = None
+    if _poll is not None:
+        try:
+            poller = _poll()
+            register = poller.register
+            for sock in socks:
+                register(sock._fd, _POLLIN)
+            events = poller.poll(0)
+        except (OSError, ValueError):
+            events = None  # cannot tell: each socket looks for itself
+    if events is not None and not events:  # the usual answer: nothing to read anywhere
+        for sock in socks:
+            sock._cork_flush(True)
+        return
+    ready = {fd for fd, _ in events} if events is not None else None
+    for sock in socks:
+        if ready is None or sock._fd in ready:
+            sock._cork_checked()
+        else:
             sock._cork_flush(True)
 
 

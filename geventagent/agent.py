@@ -24,16 +24,16 @@ import logging
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, FrozenSet, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, FrozenSet, List, NamedTuple, Optional, Protocol, Tuple
 
 import gevent
 from gevent.monkey import get_original
 
-from . import _options, _policy
+from . import _hub, _options, _policy
 from ._options import AGENT_OPTIONS, is_number, validate_cap, validate_retry, validate_scheduling, validate_seconds
 from .errors import QueueFull, QueueTimeout, ThreadError, socket_hang_up
 from .events import EventEmitter
-from .socket import Socket, fork_generation
+from .socket import STALE_AFTER_POLL, STALE_AT_WRITE, Socket, fork_generation
 
 if TYPE_CHECKING:  # pragma: no cover
     from .incoming import IncomingMessage
@@ -65,7 +65,8 @@ class PoolRequest(Protocol):
 
     Attributes:
         timeout: the request's socket inactivity limit in seconds (None: the agent's).
-        queue_timeout: seconds it may wait for a socket (None: as long as it takes).
+        queue_timeout: seconds it may wait for a socket (None: the agent's ``queue_timeout``;
+            ``math.inf``: as long as it takes).
         reused_socket: set True when it is given a socket that served a request before.
         fresh_connection: True to never take a free socket (a retry after a lost reuse).
         stale_check_at_write: True when the request checks a reused socket right before its
@@ -82,20 +83,27 @@ class PoolRequest(Protocol):
         """The socket for this request, or the error that stops it (never blocks)."""
 
 
-class Waiting:
-    """The agent's record of a request waiting for a socket (httpcore's ``PoolRequest``)."""
+class Waiting(NamedTuple):
+    """The agent's record of a request waiting for a socket (httpcore's ``PoolRequest``).
 
-    __slots__ = ("req", "name", "seq", "options", "since", "timer")
+    ``options`` are the caller's, not the merged copy: ``create_socket`` merges the agent's
+    again, and a request parked for long holds one cold dict fewer. (A tuple, made with
+    ``tuple.__new__``: a queued request costs no Python-level constructor call.)"""
 
-    def __init__(self, req: PoolRequest, name: str, options: Dict[str, Any]) -> None:
-        self.req = req
-        self.name = name
-        self.seq = next(_queue_seq)
-        # The caller's options, not the merged copy: create_socket merges the agent's again, and
-        # a request parked for long holds (and finally frees) one cold dict fewer.
-        self.options = options
-        self.since = time.monotonic()
-        self.timer: Any = None
+    req: PoolRequest
+    name: str
+    seq: int  # arrival order across origins
+    options: Dict[str, Any]
+    since: float  # time.monotonic() when it started waiting
+
+
+_new_waiting = tuple.__new__
+
+
+# DEBUG lines on? ``_log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG)``: the logger's
+# own cache of isEnabledFor (setLevel() and logging.disable() clear it in place) answers False
+# with one dict lookup, so the lines cost nothing measurable when DEBUG is off.
+_log_cache: Dict[int, bool] = getattr(_log, "_cache", {})
 
 
 class Agent(EventEmitter):
@@ -189,6 +197,11 @@ class Agent(EventEmitter):
             self.options["timeout"] = timeout
         self._queues: Dict[str, Deque[Waiting]] = {}
         self._waiting: Dict[PoolRequest, Waiting] = {}
+        self._queue_timers: Dict[PoolRequest, Any] = {}  # queue_timeout timers of waiting requests
+        # The hooks Node lets users override: the default ones are inlined on the hot paths.
+        cls = type(self)
+        self._own_reuse_hook = cls.reuse_socket is not Agent.reuse_socket
+        self._own_keep_hook = cls.keep_socket_alive is not Agent.keep_socket_alive
         self.sockets: Dict[str, List[Socket]] = {}
         self.free_sockets: Dict[str, Deque[Socket]] = {}
         self.total_socket_count = 0
@@ -243,7 +256,7 @@ class Agent(EventEmitter):
 
     # -- guards -----------------------------------------------------------------------------------
     def _check_context(self) -> None:
-        if self._generation != fork_generation():
+        if self._generation != _hub._generation:
             self._reset_after_fork()
         ident = _real_get_ident()
         if ident != self._thread_id:
@@ -271,6 +284,9 @@ class Agent(EventEmitter):
         self.sockets.clear()
         self._queues.clear()
         self._waiting.clear()
+        for timer in self._queue_timers.values():
+            timer.close()
+        self._queue_timers.clear()
         self.total_socket_count = 0
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self.counters["sockets_closed"] = closed
@@ -297,14 +313,18 @@ class Agent(EventEmitter):
         options = {**options, **self.options}
         name = self.get_name(options)
         self.counters["requests"] += 1
-        if not req.fresh_connection:
+        if not req.fresh_connection and name in self.free_sockets:
             socket = self._take_free(name, req)
             if socket is not None:
                 if socket._agent is not self:  # a foreign socket put in free_sockets: adopt it
                     self.total_socket_count += 1
                     self._install_listeners(socket, name, options)
                 self.sockets.setdefault(name, []).append(socket)
-                self._give(req, socket, True)
+                if _log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG):
+                    _log.debug("socket reused %s (%d requests before)", name, socket.requests)
+                self.reuse_socket(socket, req)
+                self.counters["reused"] += 1
+                self._set_request_socket(req, socket)
                 return
         if name not in self._queues and self._origin_count(name) < self.max_sockets:
             if self.total_socket_count >= self.max_total_sockets:
@@ -337,12 +357,11 @@ class Agent(EventEmitter):
 
     def _protect(self, socket: Socket, req: PoolRequest) -> bool:
         """A socket that served a request before is about to carry ``req``: have it checked right
-        before the write (``stale_check_at_write``: the idle watcher runs on until then), or peek
-        now. False (and the socket destroyed) if it is already closed, reset or holds stray bytes."""
+        before the write (``stale_check_at_write``: a pooled socket's idle watcher runs on until
+        then; one handed straight over is peeked at the write), or peek now. False (and the
+        socket destroyed) if it is already closed, reset or holds stray bytes."""
         if req.stale_check_at_write:
-            socket._check_stale = True
-            if socket._idle_limit is None:  # handed over, not taken from the pool: watch it too
-                socket._watch_idle()
+            socket._check_stale = STALE_AFTER_POLL if socket._idle_limit is not None else STALE_AT_WRITE
             return True
         stale = socket._peek()
         if stale is None:
@@ -350,34 +369,29 @@ class Agent(EventEmitter):
         socket.destroy(reason=stale)  # its 'close' serves the waiting requests
         return False
 
-    def _give(self, req: PoolRequest, socket: Socket, reused: bool) -> None:
-        if reused:
-            self.reuse_socket(socket, req)
-            self.counters["reused"] += 1
-            if _log.isEnabledFor(_DEBUG):
-                _log.debug("socket reused %s (%d requests before) for %r", socket._agent_name, socket.requests, req)
-        self._set_request_socket(req, socket)
-
     def _enqueue(self, req: PoolRequest, name: str, options: Dict[str, Any]) -> None:
-        if len(self._waiting) >= self.max_queued:
+        waiting = self._waiting
+        if len(waiting) >= self.max_queued:
             self.counters["queue_full"] += 1
-            req.on_socket(None, QueueFull("%d requests already wait for a socket (max_queued)" % len(self._waiting)))
+            req.on_socket(None, QueueFull("%d requests already wait for a socket (max_queued)" % len(waiting)))
             return
-        entry = Waiting(req, name, options)
+        entry = _new_waiting(Waiting, (req, name, next(_queue_seq), options, time.monotonic()))
         queue = self._queues.get(name)
         if queue is None:
             queue = self._queues[name] = deque()
         queue.append(entry)
-        self._waiting[req] = entry
+        waiting[req] = entry
         limit = req.queue_timeout
-        if limit is not None:
-            entry.timer = gevent.get_hub().loop.timer(limit, 0.0, ref=True)  # a waiter is woken by ref'd machinery
-            entry.timer.start(self._on_queue_timeout, entry)
-        if _log.isEnabledFor(_DEBUG):
-            _log.debug("request queued %s (%d waiting)", name, len(self._waiting))
+        if limit is None:
+            limit = self.queue_timeout
+        if limit is not None and limit != _INF:
+            timer = self._queue_timers[req] = gevent.get_hub().loop.timer(limit, 0.0, ref=True)  # wakes the waiter
+            timer.start(self._on_queue_timeout, entry)
+        if _log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG):
+            _log.debug("request queued %s (%d waiting)", name, len(waiting))
 
     def _unqueue(self, entry: Waiting) -> None:
-        """Forget a waiting request (served, timed out or destroyed): its queue entry and timer."""
+        """Forget a waiting request (timed out or destroyed): its queue entry and timer."""
         self._waiting.pop(entry.req, None)
         queue = self._queues.get(entry.name)
         if queue is not None:
@@ -390,19 +404,10 @@ class Agent(EventEmitter):
                     pass
             if not queue:
                 del self._queues[entry.name]
-        timer, entry.timer = entry.timer, None
-        if timer is not None:
-            timer.close()
-
-    def _served(self, entry: Waiting) -> None:
-        self._unqueue(entry)
-        waited = time.monotonic() - entry.since
-        self._queue_wait_count += 1
-        self._queue_wait_total += waited
-        if waited > self._queue_wait_max:
-            self._queue_wait_max = waited
-        if _log.isEnabledFor(_DEBUG):
-            _log.debug("request dequeued %s after %.3f s", entry.name, waited)
+        if self._queue_timers:
+            timer = self._queue_timers.pop(entry.req, None)
+            if timer is not None:
+                timer.close()
 
     def _on_queue_timeout(self, entry: Waiting) -> None:
         if self._waiting.get(entry.req) is not entry:
@@ -480,7 +485,7 @@ class Agent(EventEmitter):
             self.total_socket_count += 1
             self.counters["sockets_created"] += 1
             self._install_listeners(socket, name, options)
-            if _log.isEnabledFor(_DEBUG):
+            if _log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG):
                 _log.debug("socket created %s (%d open)", name, self.total_socket_count)
             cb(None, socket)
 
@@ -525,11 +530,37 @@ class Agent(EventEmitter):
             ):
                 socket.destroy(reason="rebalance")  # its 'close' serves the oldest waiting request
                 return
+            req = entry.req
             used = socket.requests > 0
-            if used and not self._protect(socket, entry.req):
-                return  # destroyed: its 'close' made a new socket for the queue's head
-            self._served(entry)
-            self._give(entry.req, socket, used)
+            if used:
+                # Handed over from the request before: the same protection as a socket taken
+                # from the pool (a difference from Node, which leaves reusedSocket false here).
+                if req.stale_check_at_write:
+                    socket._check_stale = STALE_AT_WRITE
+                elif not self._protect(socket, req):
+                    return  # destroyed: its 'close' made a new socket for the queue's head
+            queue.popleft()
+            if not queue:
+                del queues[name]
+            del self._waiting[req]
+            if self._queue_timers:
+                timer = self._queue_timers.pop(req, None)
+                if timer is not None:
+                    timer.close()
+            waited = time.monotonic() - entry.since
+            self._queue_wait_count += 1
+            self._queue_wait_total += waited
+            if waited > self._queue_wait_max:
+                self._queue_wait_max = waited
+            if _log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG):
+                _log.debug("request dequeued %s after %.3f s, on a %s socket", name, waited, "used" if used else "new")
+            if used:
+                if self._own_reuse_hook:
+                    self.reuse_socket(socket, req)
+                else:
+                    req.reused_socket = True  # reuse_socket()'s effect: nothing of a pool to stop here
+                self.counters["reused"] += 1
+            self._set_request_socket(req, socket)
             return
         # No request of this origin waits: pool the socket or close it.
         free = self.free_sockets.get(name)
@@ -552,7 +583,7 @@ class Agent(EventEmitter):
             reason = "unused"  # never carried a request (handed to a request destroyed meanwhile)
         if reason is None:
             reason, limit, limit_reason = self._lifetime(socket)
-        if reason is None and type(self).keep_socket_alive is not Agent.keep_socket_alive:
+        if reason is None and self._own_keep_hook:
             if not self.keep_socket_alive(socket):  # a user hook (Node's keepSocketAlive)
                 reason = "keep_alive_refused"
         elif reason is None:
@@ -569,7 +600,7 @@ class Agent(EventEmitter):
             return
         socket._pool(limit, limit_reason)
         free.append(socket)
-        if _log.isEnabledFor(_DEBUG):
+        if _log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG):
             _log.debug("socket freed %s (%d free; idle limit %s s)", name, len(free), limit)
 
     def _lifetime(self, socket: Socket) -> Tuple[Optional[str], float, str]:
@@ -768,7 +799,7 @@ class _SocketHooks:
         if reason == "connect_error":
             counters["create_errors"] += 1
         agent.close_reasons[reason] = agent.close_reasons.get(reason, 0) + 1
-        if _log.isEnabledFor(_DEBUG):
+        if _log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG):
             _log.debug("socket closed %s: %s (%d open)", self.name, reason, agent.total_socket_count)
         agent.remove_socket(socket, self.options)
 

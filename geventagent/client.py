@@ -32,6 +32,7 @@ from .errors import (
     ConnectionReset,
     GeventAgentError,
     InvalidArgTypeError,
+    InvalidCharError,
     InvalidProtocolError,
     RequestTimeout,
     StaleSocket,
@@ -40,12 +41,31 @@ from .errors import (
 )
 from .exchange import CHUNK_MAX, Exchange, Interim
 from .incoming import IncomingMessage, build_headers
-from .outgoing import Body, OutgoingMessage, decide_framing, prepare_body, replayable
+from .outgoing import NO_DEFAULT_BODY, Body, OutgoingMessage, decide_framing, prepare_body, replayable
 from .socket import Socket
 
 __all__ = ["ClientRequest", "request", "get"]
 
 _INVALID_HOST_CHARS = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+#: ``(host, port, default_port) -> ("Host", value)``: the Host header we build, validated once.
+_HOST_HEADERS: Dict[Tuple[str, int, int], Tuple[str, str]] = {}
+
+
+def _host_header(host: str, port: int, default_port: int) -> Tuple[str, str]:
+    """The Host header for ``host:port`` (brackets for IPv6, no port when it is the default).
+
+    Raises:
+        InvalidCharError (``ERR_INVALID_CHAR``): CR, LF, NUL or another control character in the
+            host (Node validates the Host header it builds; nothing is sent).
+    """
+    value = "[%s]" % host if ":" in host else host
+    if port != default_port:
+        value += ":%d" % port
+    if _INVALID_HOST_CHARS.search(value):
+        raise InvalidCharError('Invalid character in header content ["Host"]: %r' % (host,))
+    return ("Host", value)
+
+
 _NOT_CONNECT_OPTIONS = frozenset(
     (
         "headers",
@@ -75,6 +95,9 @@ class _Stage(enum.IntEnum):
     WAITING = 1  # add_request() called: queued, or a socket is on its way
     ASSIGNED = 2  # a socket is the request's (connecting, exchanging)
     RELEASED = 3  # the response ended: the socket went back to the agent, or was closed
+
+
+_NEW, _WAITING, _ASSIGNED, _RELEASED = _Stage  # module constants: one global load on the hot path
 
 
 def _default_agent(protocol: Optional[str]) -> Any:
@@ -166,11 +189,10 @@ class ClientRequest(OutgoingMessage):
         self.reused_socket = self.retried = self.destroyed = self.finished = False
         self.fresh_connection = self.stale_check_at_write = False
         self.socket = self.res = None
-        self._stage = _Stage.NEW
+        self._stage = _NEW
         self._ended = self._closed = False
         self._socket_result = self._waiter = self._exchange = None
-        self._t_dispatch = self._t_socket = self._t_connected = 0.0
-        self._t_sent = self._t_first_byte = self._t_headers = 0.0
+        # (the _t_* timestamps are set as the request reaches each phase; timings() reads 0 before)
         queue_timeout: Any = _UNSET
         if not options and type(url) is str:
             # The common case, a URL and nothing else: its parts come parsed and validated from a
@@ -210,25 +232,28 @@ class ClientRequest(OutgoingMessage):
             max_header_size = opts.get("max_header_size")
             retry = opts.get("retry", _UNSET)
             if "queue_timeout" in opts:
-                queue_timeout = validate_seconds("queue_timeout", opts["queue_timeout"])
+                queue_timeout = validate_seconds("queue_timeout", opts["queue_timeout"], allow_inf=True)
 
         if agent is False:
             agent = type(default_agent)()
         elif agent is None:
             agent = default_agent
-        elif isinstance(agent, bool) or not callable(getattr(agent, "add_request", None)):
+        elif not isinstance(agent, _agent.Agent) and (
+            isinstance(agent, bool) or not callable(getattr(agent, "add_request", None))
+        ):
             raise InvalidArgTypeError(
                 'The "options.agent" property must be one of Agent-like Object, None, or False. '
                 "Received type %s (%r)" % (type(agent).__name__, agent)
             )
         self.agent: _agent.Agent = agent
+        real = isinstance(agent, _agent.Agent)  # else an Agent-like object: its attributes may be missing
         protocol = protocol or default_agent.protocol
-        expected = getattr(agent, "protocol", None) or default_agent.protocol
+        expected = (agent.protocol if real else getattr(agent, "protocol", None)) or default_agent.protocol
         if protocol != expected:
             raise InvalidProtocolError('Protocol "%s" not supported. Expected "%s"' % (protocol, expected))
         self.protocol = protocol
 
-        default_port = default_port or getattr(agent, "default_port", None) or 80
+        default_port = default_port or (agent.default_port if real else getattr(agent, "default_port", None)) or 80
         port = port or default_port or 80
         try:
             port = int(port)
@@ -239,7 +264,7 @@ class ClientRequest(OutgoingMessage):
         self.host = host
         self.port = port
         self.timeout = None if timeout is None else validate_seconds("timeout", timeout)
-        self.queue_timeout = getattr(agent, "queue_timeout", None) if queue_timeout is _UNSET else queue_timeout
+        self.queue_timeout = None if queue_timeout is _UNSET else queue_timeout  # None: the agent's
         self.max_header_size = max_header_size or MAX_HEADER_SIZE
 
         method = method or "GET"
@@ -260,20 +285,25 @@ class ClientRequest(OutgoingMessage):
             for name, value in items:
                 self.set_header(name, value)
         if set_host and "host" not in self._headers:
-            host_header = "[%s]" % host if ":" in host else host
-            if port != default_port:
-                host_header += ":%d" % port
-            if _INVALID_HOST_CHARS.search(host_header):
-                raise UnescapedCharactersError("Invalid host: %r" % (host,))
-            self._headers["host"] = ("Host", host_header)
+            host_key = (host, port, default_port)
+            host_item = _HOST_HEADERS.get(host_key)
+            if host_item is None:
+                host_item = _host_header(host, port, default_port)
+                if len(_HOST_HEADERS) >= 4096:
+                    _HOST_HEADERS.clear()
+                _HOST_HEADERS[host_key] = host_item
+            self._headers["host"] = host_item
         if auth and "authorization" not in self._headers:
             token = base64.b64encode(auth.encode("utf-8") if isinstance(auth, str) else auth).decode("ascii")
             self.set_header("Authorization", "Basic " + token)
 
         # §4.1 step 7: a keep_alive=False agent with unlimited max_sockets sends Connection: close.
-        self.should_keep_alive = not (
-            not getattr(agent, "keep_alive", False) and getattr(agent, "max_sockets", math.inf) == math.inf
-        )
+        if real:
+            self.should_keep_alive = bool(agent.keep_alive) or agent.max_sockets != math.inf
+        else:
+            self.should_keep_alive = bool(getattr(agent, "keep_alive", False)) or (
+                getattr(agent, "max_sockets", math.inf) != math.inf
+            )
 
         if opts is None:
             conn: Dict[str, Any] = {"host": host, "port": port}
@@ -285,7 +315,10 @@ class ClientRequest(OutgoingMessage):
             conn["port"] = port
         self._connect_options = conn
 
-        self.retry = getattr(agent, "retry", "idempotent") if retry is _UNSET else validate_retry(retry)
+        if retry is not _UNSET:
+            self.retry = validate_retry(retry)
+        else:
+            self.retry = agent.retry if real else getattr(agent, "retry", "idempotent")
 
     def __repr__(self) -> str:
         return "<ClientRequest %s %s%s %s>" % (self.method, self.host, self.path, self._stage.name.lower())
@@ -302,15 +335,19 @@ class ClientRequest(OutgoingMessage):
         ``ttfb`` (request written to the first response byte), ``headers`` (to the end of the head).
         Phases not reached are 0."""
 
-        def span(a: float, b: float) -> float:
-            return b - a if a and b else 0.0
+        def at(name: str) -> float:
+            return getattr(self, name, 0.0)
+
+        def span(a: str, b: str) -> float:
+            start, end = at(a), at(b)
+            return end - start if start and end else 0.0
 
         return {
-            "queue": span(self._t_dispatch, self._t_socket),
-            "connect": span(self._t_socket, self._t_connected),
-            "send": span(self._t_connected, self._t_sent),
-            "ttfb": span(self._t_sent, self._t_first_byte),
-            "headers": span(self._t_dispatch, self._t_headers),
+            "queue": span("_t_dispatch", "_t_socket"),
+            "connect": span("_t_socket", "_t_connected"),
+            "send": span("_t_connected", "_t_sent"),
+            "ttfb": span("_t_sent", "_t_first_byte"),
+            "headers": span("_t_dispatch", "_t_headers"),
         }
 
     # -- the socket (§4.5) ----------------------------------------------------------------------
@@ -329,8 +366,8 @@ class ClientRequest(OutgoingMessage):
     def _acquire(self) -> Exchange:
         """Ask the agent for a socket, wait for it, connect it; start its exchange."""
         self._t_dispatch = _now()
-        if self._stage is _Stage.NEW:
-            self._stage = _Stage.WAITING
+        if self._stage is _NEW:
+            self._stage = _WAITING
             self.agent.add_request(self, self._connect_options)
         if self._socket_result is None:
             waiter = self._waiter = Waiter()
@@ -341,10 +378,9 @@ class ClientRequest(OutgoingMessage):
             if self._socket_result is None:  # destroyed by another greenlet while queued
                 raise socket_hang_up()
         socket, err = self._socket_result
-        if err is not None:
-            raise err
-        assert socket is not None
-        self._stage = _Stage.ASSIGNED
+        if err is not None or socket is None:
+            raise err or socket_hang_up()
+        self._stage = _ASSIGNED
         self.socket = socket
         socket._http_message = self
         if self._events and "socket" in self._events:
@@ -451,7 +487,7 @@ class ClientRequest(OutgoingMessage):
             exchange.send_body(parts)
             exchange.end_body()
             return self._finish_and_read(exchange)
-        replay = replayable(data)
+        replay: Any = True if data is None else replayable(data)
         self.stale_check_at_write = True
         redispatched = 0
         while True:
@@ -473,9 +509,13 @@ class ClientRequest(OutgoingMessage):
                     data = replay()
 
     def _attempt(self, data: Body) -> IncomingMessage:
-        parts, length = prepare_body(data)
+        parts, length = ((), 0) if data is None else prepare_body(data)
         headers = self._headers
-        chunked, add_length = decide_framing(headers, self.method, length)  # raises before a slot is taken
+        if "content-length" in headers or "transfer-encoding" in headers:
+            chunked, add_length = decide_framing(headers, self.method, length)  # raises before a slot is taken
+        else:  # no framing header of the caller's: decide_framing's last rule, inline (hot path)
+            chunked = length is None
+            add_length = not chunked and (length > 0 or self.method not in NO_DEFAULT_BODY)  # type: ignore[operator]
         exchange = self._acquire()
         if self._events and "socket" in self._events:  # a 'socket' listener may have set headers
             chunked, add_length = decide_framing(headers, self.method, length)
@@ -488,7 +528,7 @@ class ClientRequest(OutgoingMessage):
                 return self._read_response(exchange)
             exchange.send_body(parts)
             exchange.end_body()
-        elif isinstance(parts, list) and len(parts) <= 1 and (not parts or len(parts[0]) <= CHUNK_MAX):
+        elif isinstance(parts, (list, tuple)) and len(parts) <= 1 and (not parts or len(parts[0]) <= CHUNK_MAX):
             exchange.send_whole(head, parts[0] if parts else b"", chunked)
         else:
             exchange.send_head(head, chunked, None)
@@ -539,7 +579,7 @@ class ClientRequest(OutgoingMessage):
         self.reused_socket = False
         self.socket = None
         self._socket_result = None
-        self._stage = _Stage.NEW
+        self._stage = _NEW
         self.headers_sent = False
 
     # -- reading (§4.6) -------------------------------------------------------------------------
@@ -582,7 +622,7 @@ class ClientRequest(OutgoingMessage):
         event = "connect" if self.method == "CONNECT" else "upgrade"
         res.complete = True
         self._exchange = None
-        self._stage = _Stage.RELEASED
+        self._stage = _RELEASED
         if self._events and event in self._events:
             socket.emit("agentRemove")
             socket._http_message = None
@@ -599,10 +639,11 @@ class ClientRequest(OutgoingMessage):
         exchange, self._exchange = self._exchange, None
         if exchange is None:
             return
-        self._stage = _Stage.RELEASED
+        self._stage = _RELEASED
         socket = exchange.socket
         res.socket = None
         reason = exchange.verdict()
+        exchange.parser = None  # the response holds it now: an idle pooled socket keeps no buffers
         if not socket.destroyed:
             socket._before_release()
         if reason is None:
@@ -621,7 +662,7 @@ class ClientRequest(OutgoingMessage):
 
     def _response_aborted(self, res: IncomingMessage) -> None:
         self._exchange = None
-        self._stage = _Stage.RELEASED
+        self._stage = _RELEASED
         self._emit_close()
 
     # -- failure and teardown -------------------------------------------------------------------
@@ -645,22 +686,22 @@ class ClientRequest(OutgoingMessage):
         if waiter is not None:  # another greenlet destroyed us while the owner waits in the queue
             gevent.get_hub().loop.run_callback(waiter.switch, None)
         stage = self._stage
-        if stage is _Stage.WAITING:
+        if stage is _WAITING:
             self.agent._dequeue(self)
         result = self._socket_result
         exchange, self._exchange = self._exchange, None
         reason = "error" if exc is not None else "aborted"
         if exchange is not None:
             exchange.fail(reason, exc)
-        elif stage is _Stage.WAITING and result is not None and result[0] is not None:
+        elif stage is _WAITING and result is not None and result[0] is not None:
             pending = result[0]
             if not pending.destroyed:
                 # handed over but never used: give it back (Node's onSocketNT on a destroyed req)
                 pending.emit("free")
-        elif stage is _Stage.ASSIGNED and self.socket is not None and not self.socket.destroyed:
+        elif stage is _ASSIGNED and self.socket is not None and not self.socket.destroyed:
             self.socket.destroy(reason=reason)
-        if stage is not _Stage.RELEASED:
-            self._stage = _Stage.RELEASED
+        if stage is not _RELEASED:
+            self._stage = _RELEASED
         res = self.res
         if res is not None and not res.complete and not res.aborted:
             res._abort(exc)

@@ -38,21 +38,22 @@ EXPECT_CONTINUE_SECONDS = 1.0
 _now = time.perf_counter
 
 
-class Phase(enum.Enum):
+class Phase(enum.IntEnum):
     """The phases of one cycle: the request side (``SEND_*``), the response side (``RECV_*``),
-    and ``FAILED`` for both once anything went wrong (the socket is then never pooled)."""
+    and ``FAILED`` for both once anything went wrong (the socket is then never pooled).
+    (An ``IntEnum``: checking a move is a bit test, with no Python-level hashing.)"""
 
-    SEND_IDLE = "send_idle"  # nothing of this cycle's request written yet
-    SEND_CONTINUE = "send_continue"  # head written with Expect: 100-continue; the body waits
-    SEND_BODY = "send_body"  # head written; body being written
-    SEND_DONE = "send_done"  # the whole request is written
-    SEND_SKIPPED = "send_skipped"  # the final response came before 100 Continue: body never sent
-    RECV_IDLE = "recv_idle"  # not reading yet
-    RECV_HEAD = "recv_head"  # reading the head (interim 1xx responses included)
-    RECV_BODY = "recv_body"  # final head parsed; reading the body
-    RECV_DONE = "recv_done"  # the response ended
-    RECV_UPGRADED = "recv_upgraded"  # 101 / CONNECT 2xx: the socket left HTTP
-    FAILED = "failed"
+    SEND_IDLE = 0  # nothing of this cycle's request written yet
+    SEND_CONTINUE = 1  # head written with Expect: 100-continue; the body waits
+    SEND_BODY = 2  # head written; body being written
+    SEND_DONE = 3  # the whole request is written
+    SEND_SKIPPED = 4  # the final response came before 100 Continue: body never sent
+    RECV_IDLE = 5  # not reading yet
+    RECV_HEAD = 6  # reading the head (interim 1xx responses included)
+    RECV_BODY = 7  # final head parsed; reading the body
+    RECV_DONE = 8  # the response ended
+    RECV_UPGRADED = 9  # 101 / CONNECT 2xx: the socket left HTTP
+    FAILED = 10
 
 
 SEND_IDLE = Phase.SEND_IDLE
@@ -82,6 +83,9 @@ NEXT: Dict[Phase, FrozenSet[Phase]] = {
     RECV_UPGRADED: frozenset(),
     FAILED: frozenset(),
 }
+
+# NEXT as bit masks, indexed by phase: ``_MASK[old] >> new & 1`` says whether ``old -> new`` is legal.
+_MASK = tuple(sum(1 << p for p in NEXT[phase]) for phase in sorted(NEXT))
 
 #: ``(status, message, version, raw_headers)`` of an interim (1xx) response.
 Interim = Tuple[int, str, str, HeaderPairs]
@@ -137,20 +141,20 @@ class Exchange:
     def __repr__(self) -> str:
         return "<Exchange %s %s %s%s>" % (
             self.method,
-            self.send.value,
-            self.recv.value,
+            self.send.name.lower(),
+            self.recv.name.lower(),
             " reason=%s" % self.reason if self.reason else "",
         )
 
     # -- the state machine ----------------------------------------------------------------------
     def _send_to(self, phase: Phase) -> None:
-        if phase not in NEXT[self.send]:
-            raise ExchangeStateError("request side: %s -> %s" % (self.send.value, phase.value))
+        if not _MASK[self.send] >> phase & 1:
+            raise ExchangeStateError("request side: %s -> %s" % (self.send.name, phase.name))
         self.send = phase
 
     def _recv_to(self, phase: Phase) -> None:
-        if phase not in NEXT[self.recv]:
-            raise ExchangeStateError("response side: %s -> %s" % (self.recv.value, phase.value))
+        if not _MASK[self.recv] >> phase & 1:
+            raise ExchangeStateError("response side: %s -> %s" % (self.recv.name, phase.name))
         self.recv = phase
 
     def start(self, method: str, max_header_size: int) -> None:
@@ -164,13 +168,11 @@ class Exchange:
         if send is SEND_DONE and recv is RECV_DONE:
             self.send, self.recv = SEND_IDLE, RECV_IDLE
         elif send is not SEND_IDLE or recv is not RECV_IDLE:
-            raise ExchangeStateError("a new request on a socket in %s / %s" % (send.value, recv.value))
-        self.parser = None
+            raise ExchangeStateError("a new request on a socket in %s / %s" % (send.name, recv.name))
+        # (parser is None after a clean cycle's end_cycle(); keep_alive, chunked and body_left
+        # are set by the owner and send_*() before they are read)
         self.method = method
         self.max_header_size = max_header_size
-        self.keep_alive = True
-        self.chunked = False
-        self.body_left = None
         self.t_first_byte = 0.0
         self.socket.requests += 1
 
@@ -191,6 +193,17 @@ class Exchange:
         after the response), ``"agent_remove"`` (detached from its agent), ``"not_keep_alive"``
         (the request asked to close) or ``"server_close"`` (the response did: ``Connection:
         close``, HTTP/1.0, a body delimited by the connection's end)."""
+        parser = self.parser
+        if (
+            self.send is SEND_DONE
+            and self.recv is RECV_DONE
+            and parser is not None
+            and parser.keep_alive
+            and self.keep_alive
+            and not parser.stray
+            and self.socket._agent is not None
+        ):
+            return None  # the common case, in one test
         if self.send is FAILED:
             return self.reason or "error"
         recv = self.recv
@@ -220,7 +233,8 @@ class Exchange:
     # -- the request side ---------------------------------------------------------------------
     def send_whole(self, head: bytes, body: bytes, chunked: bool) -> None:
         """Write a whole small request (head and body) in one corked write (``Socket.send_corked``)."""
-        self._send_to(SEND_BODY)
+        if self.send is not SEND_IDLE:
+            self._send_to(SEND_BODY)  # raises
         self.chunked = chunked
         if chunked:
             body = _frame(body, True) + b"0\r\n\r\n"
@@ -326,7 +340,9 @@ class Exchange:
         parser = self.parser
         if parser is None:
             parser = self.parser = ResponseParser(self.method, self.max_header_size)
-            self._recv_to(RECV_HEAD)
+            if self.recv is not RECV_IDLE:
+                self._recv_to(RECV_HEAD)  # raises
+            self.recv = RECV_HEAD
         elif parser.informational:
             self._take_interim(parser, on_interim)
         while not parser.headers_complete:
@@ -340,10 +356,11 @@ class Exchange:
                 self._take_interim(parser, on_interim)
         if parser.upgrade_head is not None:
             self._recv_to(RECV_UPGRADED)
-        elif parser.message_complete:
-            self._recv_done(parser)
+        elif parser.message_complete:  # (RECV_HEAD -> RECV_DONE, inline: the hot path)
+            self.recv = RECV_DONE
+            self.socket.keep_alive_hint = parser.keep_alive_hint
         else:
-            self._recv_to(RECV_BODY)
+            self.recv = RECV_BODY  # (RECV_HEAD -> RECV_BODY)
         return parser
 
     def read_more(self) -> bool:
@@ -366,5 +383,8 @@ class Exchange:
         return False
 
     def _recv_done(self, parser: ResponseParser) -> None:
-        self._recv_to(RECV_DONE)
+        recv = self.recv
+        if recv is not RECV_HEAD and recv is not RECV_BODY:
+            self._recv_to(RECV_DONE)  # raises
+        self.recv = RECV_DONE
         self.socket.keep_alive_hint = parser.keep_alive_hint

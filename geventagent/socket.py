@@ -50,6 +50,15 @@ _PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
 _INF = float("inf")
 _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
 
+#: ``Socket._check_stale``: how a socket that served a request before is checked before its
+#: next write. AFTER_POLL: taken from the pool with its idle watcher running; the corked write
+#: waits for the hub's next poll and only a socket whose watcher became ready is peeked.
+#: AT_WRITE: handed straight from one request to the next (no watcher); right before the write,
+#: one poll(0) over the round's such sockets, and only a readable one is peeked (a write sent
+#: at once, not corked, peeks).
+STALE_AFTER_POLL = 1
+STALE_AT_WRITE = 2
+
 #: Writes up to this many bytes may be corked (see ``Socket.send_corked``); 0 turns corking off.
 CORK_MAX = 16384
 
@@ -117,6 +126,7 @@ class Socket(EventEmitter):
         "_stale_reason",
         "_hub",
         "_idle_list",
+        "_fd",
     )
 
     def __init__(self, options: Optional[Dict[str, Any]] = None, sock: Any = None) -> None:
@@ -150,7 +160,7 @@ class Socket(EventEmitter):
         self._corked: Any = None  # bytes waiting in the hub's cork (see send_corked)
         self._cork_after: Any = None  # after the flush: an error, or the bytes it could not write
         self._cork_waiting = False
-        self._check_stale = False  # reused without a peek: check for staleness before the write
+        self._check_stale = 0  # reused without a peek: STALE_AFTER_POLL or STALE_AT_WRITE
         self._stale_reason: Optional[str] = None  # found stale after a request took it
         self._http_message: Any = None  # Node's socket._httpMessage: the request using it
         self._exchange: Optional["Exchange"] = None  # the request/response cycle on it (exchange.py)
@@ -159,6 +169,7 @@ class Socket(EventEmitter):
         self._agent_options: Optional[Dict[str, Any]] = None
         self._peer: Any = None
         self._local: Any = None
+        self._fd = -1  # the file descriptor once connected (for the cork's readiness check)
 
     def __repr__(self) -> str:
         state = self.status()
@@ -227,7 +238,7 @@ class Socket(EventEmitter):
             "watcher_ref": bool(watcher.ref) if watcher is not None else None,
             "corked": len(self._corked) if self._corked is not None else 0,
             "write_pending": pending,
-            "check_stale": self._check_stale,
+            "check_stale": bool(self._check_stale),
         }
 
     # -- state ----------------------------------------------------------------------------------
@@ -344,6 +355,7 @@ class Socket(EventEmitter):
     def _after_connect(self, sock: Any) -> None:
         if type(sock) is gsocket.socket:
             self._raw = sock._sock  # type: ignore[attr-defined]  # the C socket under gevent's
+        self._fd = sock.fileno()
         opts = self.options
         self.connecting = False
         self.connected = True
@@ -371,7 +383,7 @@ class Socket(EventEmitter):
         if self._corked is not None or self._cork_after is not None:
             self._await_cork(False)
         if self._check_stale:
-            self._check_stale = False
+            self._check_stale = 0
             self._unwatch_idle()
             reason = self._peek()
             if reason is not None:
@@ -415,60 +427,70 @@ class Socket(EventEmitter):
         hub.cork.add(self)
 
     # the cork's side (_hub.Corked): in the hub, never raising
-    def _cork_after_poll(self) -> bool:
-        return self._check_stale and self._corked is not None
+    def _cork_checked(self) -> None:
+        self._check_stale = 0
+        if self._corked is not None:
+            reason = self._peek()  # a spurious readiness is None
+            if reason is not None:
+                self._mark_stale(reason)
+        self._cork_flush(True)
 
-    def _cork_flush(self, polled: bool) -> None:
-        if polled and self._check_stale:
-            self._check_stale = False
-            watcher = self._watcher
-            # Ready in this poll, or not watched through it: peek (a spurious wake-up is None).
-            # (libuv's watchers have no ``pending``: there every reused socket is peeked.)
-            if watcher is None or not watcher.active or getattr(watcher, "pending", True):
-                reason = self._peek()
-                if reason is not None and self._corked is not None:
-                    self._mark_stale(reason)
-            if watcher is not None:
-                watcher.stop()
+    def _cork_flush(self, polled: bool) -> int:
+        check = self._check_stale
+        if check:
+            if check == STALE_AT_WRITE:
+                if not polled and self._corked is not None and not self.destroyed:
+                    return _hub.CHECK  # one poll(0) for the round's handed-over sockets first
+                self._check_stale = 0
+            elif not polled:
+                if self._corked is not None:
+                    return _hub.AFTER_POLL  # the idle watcher answers after the next poll
+            else:
+                self._check_stale = 0
+                watcher = self._watcher
+                # Ready in this poll, or not watched through it: peek (a spurious wake-up is None).
+                # (libuv's watchers have no ``pending``: there every reused socket is peeked.)
+                if watcher is None or not watcher.active or getattr(watcher, "pending", True):
+                    reason = self._peek()
+                    if reason is not None and self._corked is not None:
+                        self._mark_stale(reason)
+                if watcher is not None:
+                    watcher.stop()
+        # The write, in the hub, without waiting: an error, or what the kernel did not take, is
+        # left in _cork_after for the owning greenlet, which is woken if it waits.
+        data = self._corked
+        if data is None:
+            if isinstance(self._cork_after, StaleSocket):
+                self._wake_corked()
+            return _hub.WRITTEN
+        self._corked = None
+        after: Any = None
         try:
-            self._uncork()
+            if self.destroyed or self.generation != _hub._generation or self._raw is None:
+                after = socket_hang_up()  # never write to a destroyed or inherited socket
+            else:
+                try:
+                    sent = _socket.socket.send(self._raw, data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    sent = -1
+                    after = exc
+                if sent >= 0:
+                    self.bytes_written += sent
+                    if sent < len(data):
+                        after = memoryview(data)[sent:]  # the greenlet writes the rest, waiting as send() does
         except Exception as exc:  # noqa: BLE001  (one socket's failure must not hold the others)
-            self._corked = None
-            self._cork_after = exc
+            after = exc
+        if after is not None:
+            self._cork_after = after
             self._wake_corked()
+        return _hub.WRITTEN
 
     def _wake_corked(self) -> None:
         sock = self._sock
         if self._cork_waiting and sock is not None:
             sock.hub.cancel_wait(sock._read_event, _CorkWake())
-
-    def _uncork(self) -> None:
-        """In the hub: send the corked bytes without waiting. An error, or what the kernel did not
-        take, is left in ``_cork_after`` for the owning greenlet, which is woken if it waits."""
-        data = self._corked
-        if data is None:
-            if isinstance(self._cork_after, StaleSocket):
-                self._wake_corked()
-            return
-        self._corked = None
-        after: Any = None
-        if self.destroyed or self.generation != _hub._generation or self._raw is None:
-            after = socket_hang_up()  # never write to a destroyed or inherited socket
-        else:
-            try:
-                sent = _socket.socket.send(self._raw, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                sent = -1
-                after = exc
-            if sent >= 0:
-                self.bytes_written += sent
-                if sent < len(data):
-                    after = memoryview(data)[sent:]  # the greenlet writes the rest, waiting as send() does
-        if after is not None:
-            self._cork_after = after
-            self._wake_corked()
 
     def _await_cork(self, for_read: bool) -> None:
         """In the owning greenlet, before its next I/O on this socket: if the cork has not been
@@ -626,7 +648,7 @@ class Socket(EventEmitter):
         now = self.freed_at = time.monotonic()
         self._idle_limit = seconds
         self._idle_reason = reason
-        self._check_stale = False
+        self._check_stale = 0
         self._start_idle_timer(seconds, now)
         self._watch_idle()
 
@@ -716,7 +738,7 @@ class Socket(EventEmitter):
             return  # spurious wake-up
         self._unwatch_idle()
         if self._check_stale:  # taken for a request that has not written yet: it never will here
-            self._check_stale = False
+            self._check_stale = 0
             self._mark_stale(reason)
             return
         if not self.destroyed:

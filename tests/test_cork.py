@@ -296,7 +296,7 @@ def test_a_destroyed_socket_in_the_round_does_not_hold_back_the_others(raw_serve
     gone, kept = connected(srv.port), connected(srv.port)
     wait_for(lambda: len(srv.received) == 2)
     for sock in (gone, kept):
-        sock._check_stale = True  # as if both were reused from the pool
+        sock._check_stale = gasocket.STALE_AFTER_POLL  # as if both were taken from the pool
         sock.send_corked(b"req")
     gone.destroy()
     gevent.sleep(0)

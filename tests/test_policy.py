@@ -54,7 +54,9 @@ def test_lifetimes_that_refuse_pooling():
     assert limit(hint=b"max=1")[0] is None
 
 
-def verdict(keep_alive=True, total=1, max_total=INF, free_len=0, active_len=1, max_sockets=INF, max_free=256, older=False):
+def verdict(
+    keep_alive=True, total=1, max_total=INF, free_len=0, active_len=1, max_sockets=INF, max_free=256, older=False
+):
     return _policy.pool_verdict(keep_alive, total, max_total, free_len, active_len, max_sockets, max_free, older)
 
 
