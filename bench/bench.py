@@ -156,6 +156,8 @@ def run_one(client: str, workload: str, port: int, origin_base: int) -> dict:
     seconds = result["seconds"] or 1e-9
     result["req_s"] = result["requests"] / seconds
     result["mb_s"] = result["bytes"] / seconds / 1e6
+    if result.get("cpu_seconds") and result["requests"]:
+        result["cpu_us"] = result["cpu_seconds"] / result["requests"] * 1e6
     return result
 
 
@@ -252,7 +254,12 @@ def main() -> int:
                     sample(client, workload, -1)
         for round_ in range(args.repeat):
             for workload in workloads:
-                for client in clients:
+                # geventagent and its baseline swap places every round: neither always runs first
+                order = list(clients)
+                if round_ % 2 and "baseline" in order and "geventagent" in order:
+                    a, b = order.index("geventagent"), order.index("baseline")
+                    order[a], order[b] = order[b], order[a]
+                for client in order:
                     rows = samples[workload][client]
                     if repeated(client, workload) and not (rows and "skipped" in rows[0]):
                         sample(client, workload, round_)
@@ -359,7 +366,10 @@ def main() -> int:
             print("  %-40s %s" % (name, " ".join("%.2f" % v for v in values)))
     versus: dict = {}
     if args.baseline:
-        print("geventagent vs baseline %s (req/s ratio per round, same round; the median counts):" % args.baseline)
+        print(
+            "geventagent vs baseline %s, per round (same round; the median counts): req/s ratio, and CPU time"
+            " per request as baseline/geventagent (above 1: geventagent spends less)" % args.baseline
+        )
         for workload in workloads:
             mine = dict(zip(rounds_of[workload].get("geventagent", []), samples[workload].get("geventagent", [])))
             ratios = sorted(
@@ -367,11 +377,27 @@ def main() -> int:
                 for r, row in zip(rounds_of[workload].get("baseline", []), samples[workload].get("baseline", []))
                 if "req_s" in row and r in mine and "req_s" in mine[r]
             )
+            cpu = sorted(
+                row["cpu_us"] / mine[r]["cpu_us"]
+                for r, row in zip(rounds_of[workload].get("baseline", []), samples[workload].get("baseline", []))
+                if "cpu_us" in row and r in mine and "cpu_us" in mine[r]
+            )
             if ratios:
-                versus[workload] = {"median": ratios[len(ratios) // 2], "rounds": [round(x, 3) for x in ratios]}
+                versus[workload] = {
+                    "median": ratios[len(ratios) // 2],
+                    "rounds": [round(x, 3) for x in ratios],
+                    "cpu_median": cpu[len(cpu) // 2] if cpu else None,
+                    "cpu_rounds": [round(x, 3) for x in cpu],
+                }
                 print(
-                    "  %-13s %6.3f   (rounds %s)"
-                    % (workload, versus[workload]["median"], " ".join("%.3f" % x for x in ratios))
+                    "  %-13s req/s %6.3f (rounds %s)   CPU per request %s (rounds %s)"
+                    % (
+                        workload,
+                        versus[workload]["median"],
+                        " ".join("%.3f" % x for x in ratios),
+                        "%.3f" % cpu[len(cpu) // 2] if cpu else "-",
+                        " ".join("%.3f" % x for x in cpu),
+                    )
                 )
     with open(os.path.join(args.out, "bench.json"), "w") as fh:
         json.dump(

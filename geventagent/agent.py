@@ -323,7 +323,6 @@ class Agent(EventEmitter):
                 if _log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG):
                     _log.debug("socket reused %s (%d requests before)", name, socket.requests)
                 self.reuse_socket(socket, req)
-                self.counters["reused"] += 1
                 self._set_request_socket(req, socket)
                 return
         if name not in self._queues and self._origin_count(name) < self.max_sockets:
@@ -559,7 +558,6 @@ class Agent(EventEmitter):
                     self.reuse_socket(socket, req)
                 else:
                     req.reused_socket = True  # reuse_socket()'s effect: nothing of a pool to stop here
-                self.counters["reused"] += 1
             self._set_request_socket(req, socket)
             return
         # No request of this origin waits: pool the socket or close it.

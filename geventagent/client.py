@@ -17,6 +17,7 @@ import json as _json
 import math
 import re
 import time
+import weakref
 from typing import Any, Dict, Mapping, Optional, Tuple
 from urllib.parse import urlencode
 
@@ -25,6 +26,7 @@ from gevent.hub import Waiter
 
 from . import _options
 from . import agent as _agent
+from .agent import _DEBUG, _log, _log_cache
 from . import https as _https
 from ._http import MAX_HEADER_SIZE, check_header_name
 from ._options import IDEMPOTENT_METHODS, REQUEST_OPTIONS, validate_retry, validate_seconds
@@ -153,7 +155,7 @@ class ClientRequest(OutgoingMessage):
         "destroyed",
         "finished",
         "socket",
-        "res",
+        "_res",
         "fresh_connection",
         "stale_check_at_write",
         "_stage",
@@ -170,7 +172,7 @@ class ClientRequest(OutgoingMessage):
         "_t_headers",
     )
     socket: Optional[Socket]
-    res: Optional[IncomingMessage]
+    _res: Any  # the IncomingMessage while it is delivered; a weakref once the caller has it unread
     _socket_result: Optional[Tuple[Optional[Socket], Optional[BaseException]]]
     _waiter: Optional[Waiter]
     _exchange: Optional[Exchange]
@@ -188,7 +190,7 @@ class ClientRequest(OutgoingMessage):
         self._events = self._max_listeners = self._warned = None
         self.reused_socket = self.retried = self.destroyed = self.finished = False
         self.fresh_connection = self.stale_check_at_write = False
-        self.socket = self.res = None
+        self.socket = self._res = None
         self._stage = _NEW
         self._ended = self._closed = False
         self._socket_result = self._waiter = self._exchange = None
@@ -499,11 +501,26 @@ class ClientRequest(OutgoingMessage):
                 if self.destroyed or redispatched >= MAX_REDISPATCH:
                     raise
                 redispatched += 1
+                if _log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG):
+                    _log.debug(
+                        "redispatch %s %s%s: its reused socket was found closed before the write",
+                        self.method,
+                        self.host,
+                        self.path,
+                    )
                 self._reset_for_retry(count=False)
                 self._count("redispatched")
             except ConnectionReset as exc:
                 if not self._may_retry(exc, replay):
                     raise
+                if _log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG):
+                    _log.debug(
+                        "retry %s %s%s on a new connection after %s on a reused socket",
+                        self.method,
+                        self.host,
+                        self.path,
+                        exc,
+                    )
                 self._reset_for_retry()
                 if replay is not True:
                     data = replay()
@@ -604,10 +621,14 @@ class ClientRequest(OutgoingMessage):
 
     def _read_response(self, exchange: Exchange) -> IncomingMessage:
         parser = exchange.read_head(self._on_interim)
+        if exchange.socket.requests > 1:  # served on a connection that served one before
+            counters = getattr(self.agent, "counters", None)
+            if counters is not None:
+                counters["reused"] += 1
         self._t_first_byte = exchange.t_first_byte
         self._t_headers = _now()
         res = IncomingMessage(self, exchange, parser)
-        self.res = res
+        self._res = res
         if parser.upgrade_head is not None:
             return self._on_upgrade(res, exchange)
         if self.should_keep_alive and not parser.keep_alive:
@@ -615,7 +636,20 @@ class ClientRequest(OutgoingMessage):
         if self._events and "response" in self._events:
             self.emit("response", res)
         res._deliver()
+        if not res.complete and not res.aborted:
+            # Handed to the caller with its body still to come: the caller may never read or
+            # close it. Hold it weakly (dropping it unread then frees it by reference counting,
+            # and its finalizer closes the socket), and let the socket's inactivity timeout run
+            # while nobody reads (see IncomingMessage._watch_unread).
+            self._res = weakref.ref(res)
+            res._watch_unread(exchange.socket.timeout)
         return res
+
+    @property
+    def res(self) -> Optional[IncomingMessage]:
+        """The response, once its head arrived and until its body ended (Node's ``req.res``)."""
+        res = self._res
+        return res() if isinstance(res, weakref.ref) else res
 
     def _on_upgrade(self, res: IncomingMessage, exchange: Exchange) -> IncomingMessage:
         socket = exchange.socket
@@ -658,7 +692,7 @@ class ClientRequest(OutgoingMessage):
                 socket.destroy(reason=reason)
         self._emit_close()
         res._emit_close()
-        self.res = None  # res.req stays; dropping this side frees both without the cycle collector
+        self._res = None  # res.req stays; dropping this side frees both without the cycle collector
 
     def _response_aborted(self, res: IncomingMessage) -> None:
         self._exchange = None

@@ -123,6 +123,7 @@ class Exchange:
         "chunked",
         "body_left",
         "t_first_byte",
+        "cycle",
     )
 
     def __init__(self, socket: Socket) -> None:
@@ -137,6 +138,7 @@ class Exchange:
         self.chunked = False
         self.body_left: Optional[int] = None
         self.t_first_byte = 0.0
+        self.cycle = 0  # how many cycles this socket began (tells a finished one from the current)
 
     def __repr__(self) -> str:
         return "<Exchange %s %s %s%s>" % (
@@ -174,6 +176,7 @@ class Exchange:
         self.method = method
         self.max_header_size = max_header_size
         self.t_first_byte = 0.0
+        self.cycle += 1
         self.socket.requests += 1
 
     def fail(self, reason: str, exc: Optional[BaseException] = None) -> None:

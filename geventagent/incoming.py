@@ -9,12 +9,14 @@ which hands the socket back. This module imports neither the agent nor the reque
 from __future__ import annotations
 
 import json as _json
+import weakref
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Protocol, Tuple, Union
 
 import gevent
 
 from .errors import ConnectionReset, GeventAgentError, RequestTimeout
 from .events import EventEmitter
+from .exchange import RECV_DONE
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._http import ResponseParser
@@ -115,6 +117,8 @@ class IncomingMessage(EventEmitter):
         self._headers: Optional[Dict[str, Any]] = None
         self._consumed = 0
         self._emitted = 0
+        self._unread: Any = None  # (finalizer, timer) while the caller holds it with its body to come
+        self._failure: Optional[BaseException] = None  # why it was aborted while nobody read
 
     def __repr__(self) -> str:
         return "<IncomingMessage %d %s>" % (self.status_code, "complete" if self.complete else "streaming")
@@ -176,16 +180,44 @@ class IncomingMessage(EventEmitter):
 
     def _on_complete(self) -> None:
         self.complete = True
+        if self._unread is not None:
+            self._unwatch()
         self.req._response_complete(self)  # emits 'end' at Node's point in the sequence
+
+    # -- a response the caller holds unread -----------------------------------------------------
+    def _watch_unread(self, seconds: float) -> None:
+        """The request returned this response before its body ended. If the caller drops it
+        unread, a finalizer destroys the socket (``close_reason="unread"``) so the slot is free
+        again (no ``__del__``: nothing can resurrect it). If nobody reads for ``seconds`` (the
+        socket's inactivity timeout; 0: none), the request emits ``'timeout'``, the socket is
+        destroyed (``close_reason="timeout"``) and a later read raises ``ETIMEDOUT``."""
+        exchange = self._exchange
+        loop = gevent.get_hub().loop
+        timer = None
+        if seconds:
+            timer = loop.timer(seconds, seconds, ref=True)  # a waiter for this slot is woken by it
+            timer.start(_unread_timeout, weakref.ref(self))
+        finalizer = weakref.finalize(self, _unread_dropped, loop, exchange, exchange.cycle, timer)
+        self._unread = (finalizer, timer)
+
+    def _unwatch(self) -> None:
+        finalizer, timer = self._unread
+        self._unread = None
+        finalizer.detach()
+        if timer is not None:
+            timer.close()
 
     def _fill(self) -> None:
         """Read once from the socket and parse. Raises on timeout, reset or a parse error; the
         socket is then destroyed, never pooled."""
         socket = self.socket
         if socket is None or socket.destroyed:
-            err = ConnectionReset("aborted")
+            err = self._failure or ConnectionReset("aborted")
             self._abort(err)
             raise err
+        unread = self._unread
+        if unread is not None and unread[1] is not None:
+            unread[1].stop()  # reading: the socket's own timeout applies now
         try:
             self._exchange.read_more()
         except BaseException as exc:
@@ -194,6 +226,9 @@ class IncomingMessage(EventEmitter):
             self._abort(exc)
             raise
         self._deliver()
+        unread = self._unread
+        if unread is not None and unread[1] is not None:
+            unread[1].again(_unread_timeout, weakref.ref(self))
 
     def _abort(self, exc: Optional[BaseException], reason: str = "error") -> None:
         """The message cannot complete: destroy the socket (never pooled) and emit Node's events:
@@ -202,6 +237,8 @@ class IncomingMessage(EventEmitter):
             return
         self.aborted = True
         self.socket = None
+        if self._unread is not None:
+            self._unwatch()
         self._exchange.fail(reason, exc)
         if isinstance(exc, GeventAgentError):
             exc.reused_socket = self.req.reused_socket
@@ -320,6 +357,8 @@ class IncomingMessage(EventEmitter):
     def _abort_quietly(self, reason: str) -> None:
         self.socket = None
         self.aborted = True
+        if self._unread is not None:
+            self._unwatch()
         self._exchange.fail(reason)
         self.req._response_aborted(self)
 
@@ -337,3 +376,28 @@ class IncomingMessage(EventEmitter):
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def _unread_dropped(loop: Any, exchange: "Exchange", cycle: int, timer: Any) -> None:
+    """The finalizer of a response dropped unread: destroy its socket, from the hub's next round
+    (the garbage collector may run it in the middle of the agent's bookkeeping)."""
+    if timer is not None:
+        timer.close()
+    loop.run_callback(_release_unread, exchange, cycle)
+
+
+def _release_unread(exchange: "Exchange", cycle: int) -> None:
+    if exchange.cycle == cycle and exchange.recv is not RECV_DONE:
+        exchange.fail("unread")
+
+
+def _unread_timeout(ref: "weakref.ReferenceType[IncomingMessage]") -> None:
+    res = ref()
+    if res is None or res.complete or res.aborted:
+        return
+    seconds = res._exchange.socket.timeout
+    err = RequestTimeout("read ETIMEDOUT (the response body was not read for %g s)" % seconds)
+    err.reused_socket = res.req.reused_socket
+    res._failure = err
+    res.req._emit_timeout()
+    res._abort(err, reason="timeout")

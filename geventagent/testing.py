@@ -358,6 +358,8 @@ def fault(name: str, **params: Any) -> Tuple[Handler, Dict[str, Any]]:
 
     ``idle_close`` [t]: close a kept-alive connection after exactly ``t`` idle (no hint sent).
     ``reset_after`` [n]: answer ``n`` requests per connection, then reset (RST) on the next one.
+    ``close_after`` [n]: answer ``n`` requests per connection as keep-alive, then close it without a
+    word (no ``Connection: close``: what a server with a per-connection request limit does).
     ``stray_bytes``: bytes after a complete response.  ``trickle`` [delay]: the body a byte at a time.
     ``half_close``: answer, then shut down the write side (FIN) and keep reading.
     ``close_mid_body``: half a body, then close.  ``close_on_nth`` [n]: ``Connection: close`` on every
@@ -369,6 +371,15 @@ def fault(name: str, **params: Any) -> Tuple[Handler, Dict[str, Any]]:
     if name == "idle_close":
         options.update(keep_alive_timeout=params.get("t", 0.1), hint=False)
         return (lambda req: Response(200, b"ok")), options
+    if name == "close_after":
+        limit = int(params.get("n", 3))
+
+        def close_after(req: ServerRequest) -> None:
+            req.conn.send(_raw_response(req.path.encode()))
+            if req.conn.requests % limit == 0:
+                req.conn.close()
+
+        return close_after, options
     if name == "reset_after":
         limit = params.get("n", 1)
 
@@ -438,10 +449,10 @@ def fault_server(name: str, **params: Any) -> HttpTestServer:
     return HttpTestServer(handler, **options)
 
 
-def _stats_handler(server: "HttpTestServer") -> Handler:
+def _stats_handler(server: "HttpTestServer", close_after: int = 0) -> Handler:
     import json
 
-    def handler(req: ServerRequest) -> Response:
+    def handler(req: ServerRequest) -> Any:
         if req.path == "/__reset":
             server.reset_counts()
             return Response(200, b"reset")
@@ -458,23 +469,29 @@ def _stats_handler(server: "HttpTestServer") -> Handler:
         delay = req.headers.get("x-delay")
         if delay:
             gevent.sleep(float(delay))
+        if close_after and req.conn.requests % close_after == 0:
+            req.conn.send(_raw_response(b"Hello World"))  # a keep-alive answer, then a silent close
+            req.conn.close()
+            return None
         return Response(200, b"Hello World")
 
     return handler
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """``python -m geventagent.testing [keep_alive_timeout] [--no-hint] [--reset-stats]``: serve on
+    """``python -m geventagent.testing [keep_alive_timeout] [--no-hint] [--close-after N]``: serve on
     127.0.0.1:0, print the port, stop when stdin closes. ``GET /__stats`` returns the connection
-    counts as JSON; ``GET /__reset`` zeroes them."""
+    counts as JSON; ``GET /__reset`` zeroes them. ``--close-after N``: close each connection,
+    without ``Connection: close``, right after its N-th response."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m geventagent.testing")
     parser.add_argument("keep_alive_timeout", nargs="?", type=float, default=5.0)
     parser.add_argument("--no-hint", action="store_true", help="do not send Keep-Alive: timeout=N")
+    parser.add_argument("--close-after", type=int, default=0, help="close silently after N responses")
     args = parser.parse_args(argv)
     server = HttpTestServer(keep_alive_timeout=args.keep_alive_timeout, hint=not args.no_hint, keep_requests=False)
-    server.handler = _stats_handler(server)
+    server.handler = _stats_handler(server, args.close_after)
     serve_until_stdin_closes(server)
 
 

@@ -1,0 +1,355 @@
+"""Issue 12: no request lost in a saturated pool, no misspelled option dropped, no unread response
+holding a slot forever, bounded waiting, a fork child's own counters, and DEBUG lines.
+
+Every server is the loopback HttpTestServer on 127.0.0.1:0; every wait is bounded."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import time
+
+import gevent
+import pytest
+
+import geventagent as ga
+from geventagent.errors import GeventAgentError, QueueFull, QueueTimeout, RequestTimeout, UnknownOptionError
+from geventagent.testing import Response, fault
+
+from .conftest import spawn_all
+from .test_gevent import external_server, run_python  # noqa: F401  (fixture)
+
+
+# -- 1. a queued request handed a freed socket is protected as a reused one -----------------------
+def test_queued_gets_handed_a_socket_the_server_closed_silently_are_not_lost(make_server, make_agent):
+    # The server answers 3 requests per connection as keep-alive and then closes without a word;
+    # 30 GETs at once through one socket: each is queued and handed the socket the one before freed.
+    handler, options = fault("close_after", n=3)
+    server = make_server(handler, **options)
+    agent = make_agent(keep_alive=True, max_sockets=1)
+    handed = []
+
+    def one(i):
+        req = ga.ClientRequest(server.url("/r%d" % i), agent=agent)
+        res = req.end()
+        handed.append(req.reused_socket)
+        return res.read()
+
+    assert spawn_all(*[lambda i=i: one(i) for i in range(30)]) == [b"/r%d" % i for i in range(30)]
+    status = agent.status()
+    assert server.connections_total == 10 and server.requests_total == 30  # each went out once
+    assert status["redispatched"] == 9 and status["retries"] == 0  # found closed before the write
+    assert status["reused"] == 20  # served on a connection that had served one before
+    assert handed.count(True) == 20 and status["close_reasons"].get("server_close") == 9
+
+
+def test_queued_posts_handed_a_closed_socket_go_out_once_without_retry(make_server, make_agent):
+    handler, options = fault("close_after", n=2)
+    server = make_server(handler, **options)
+    agent = make_agent(keep_alive=True, max_sockets=1, retry=False)
+    bodies = spawn_all(
+        *[lambda i=i: ga.request("POST", server.url("/p%d" % i), body=b"x" * i, agent=agent).read() for i in range(12)]
+    )
+    assert bodies == [b"/p%d" % i for i in range(12)]
+    assert sorted(r.body for r in server.requests) == sorted(b"x" * i for i in range(12))  # never twice
+    assert agent.counters["redispatched"] == 5 and agent.counters["retries"] == 0
+
+
+def test_queued_get_reset_on_a_handed_socket_is_retried_and_says_it_was_reused(make_server, make_agent):
+    # The server reads the request and resets: nothing could see it before the write, so the
+    # safe retry (idempotent, 0 response bytes) carries it; without the retry the error says why.
+    handler, options = fault("reset_after", n=2)
+    server = make_server(handler, **options)
+    agent = make_agent(keep_alive=True, max_sockets=1)
+    assert spawn_all(*[lambda i=i: ga.get(server.url("/g%d" % i), agent=agent).read() for i in range(6)]) == [
+        b"ok"
+    ] * 6
+    assert agent.counters["retries"] >= 1
+    strict = make_agent(keep_alive=True, max_sockets=1, retry=False)
+    errors = []
+
+    def one():
+        try:
+            ga.get(server.url("/"), agent=strict).read()
+        except ga.GeventAgentError as exc:
+            errors.append(exc)
+
+    spawn_all(*[one for _ in range(3)])
+    assert errors and all(e.code == "ECONNRESET" and e.reused_socket for e in errors)
+
+
+# -- 2. a misspelled option never silently removes a cap ------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs,nearest",
+    [
+        ({"maxSockets": 5}, "max_sockets"),
+        ({"max_socket": 5}, "max_sockets"),
+        ({"keepAlive": True}, "keep_alive"),
+        ({"maxTotalSockets": 2}, "max_total_sockets"),
+        ({"keepAliveMsecs": 1000}, "keep_alive_initial_delay"),
+        ({"pool_maxsize": 4}, "max_sockets"),
+        ({"localAddress": "127.0.0.1"}, "local_address"),
+    ],
+)
+def test_unknown_agent_options_raise_naming_the_nearest(kwargs, nearest):
+    with pytest.raises(TypeError) as info:
+        ga.Agent(**kwargs)
+    err = info.value
+    assert isinstance(err, GeventAgentError) and isinstance(err, UnknownOptionError)
+    assert err.code == "ERR_INVALID_ARG_VALUE" and nearest in str(err) and "did you mean" in str(err)
+    assert err.option == next(iter(kwargs))
+
+
+def test_https_agent_and_tls_options_are_checked_too():
+    with pytest.raises(UnknownOptionError, match="max_cached_sessions"):
+        ga.HttpsAgent(maxCachedSessions=1)
+    with pytest.raises(UnknownOptionError, match="reject_unauthorized"):
+        ga.HttpsAgent(rejectUnauthorized=False)
+    with pytest.raises(GeventAgentError, match="not supported") as info:
+        ga.HttpsAgent(pfx=b"...")
+    assert info.value.code == "ERR_INVALID_ARG_VALUE"
+    assert ga.HttpsAgent(reject_unauthorized=False, ciphers="HIGH").options["ciphers"] == "HIGH"
+    with pytest.raises(UnknownOptionError, match="'ca'"):
+        ga.Agent(ca="/tmp/x.pem")  # a TLS option on an http agent is unknown, not ignored
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda url: ga.request("POST", url, data=b"x"),
+        lambda url: ga.get(url, timout=1),
+        lambda url: ga.get(url, follow_redirects=True),
+        lambda url: ga.ClientRequest(url, maxHeaderSize=100),
+        lambda url: ga.ClientRequest({"hostname": "127.0.0.1", "prot": 1}),
+        lambda url: ga.Agent().get(url, verify=False),
+    ],
+    ids=["data", "timout", "follow_redirects", "camelCase", "mapping", "agent.get"],
+)
+def test_unknown_request_options_raise_before_anything_is_sent(server, call):
+    with pytest.raises(UnknownOptionError) as info:
+        call(server.url("/"))
+    assert info.value.code == "ERR_INVALID_ARG_VALUE" and isinstance(info.value, TypeError)
+    assert server.connections_total == 0
+
+
+def test_unknown_option_messages_say_what_to_use(server):
+    with pytest.raises(UnknownOptionError) as info:
+        ga.request("POST", server.url("/"), data=b"x")
+    assert "body" in str(info.value)
+    with pytest.raises(UnknownOptionError) as info:
+        ga.get(server.url("/"), timout=1)
+    assert "did you mean 'timeout'?" in str(info.value)
+
+
+def test_json_and_params_have_requests_meaning(make_server):
+    server = make_server(lambda req: Response(200, req.path.encode()))
+    res = ga.request("POST", server.url("/items?a=1"), json={"name": "x", "n": [1, 2]}, params={"b": "2 3"})
+    assert res.read() == b"/items?a=1&b=2+3"
+    sent = server.requests[-1]
+    assert sent.body == b'{"name":"x","n":[1,2]}' and sent.headers["content-type"] == "application/json"
+    assert sent.headers["content-length"] == str(len(sent.body))
+    res = ga.get(server.url("/q"), params=[("k", "v"), ("k", "w")], headers={"Content-Type": "text/x"})
+    assert res.read() == b"/q?k=v&k=w"
+    with pytest.raises(GeventAgentError):
+        ga.request("POST", server.url("/"), json={}, body=b"both")
+
+
+# -- 3. an unread response cannot hang the pool ---------------------------------------------------
+def _slow_body(req):
+    # head first, the body a moment later: the response is returned before its body is complete
+    req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n")
+    gevent.sleep(0.05)
+    req.conn.send(b"x" * 20)
+
+
+def test_responses_dropped_unread_release_their_slots(make_server, make_agent):
+    server = make_server(_slow_body)
+    agent = make_agent(keep_alive=True, max_sockets=5)  # no timeout: only dropping them frees them
+
+    def early_return():
+        res = agent.get(server.url("/"))
+        if res.status_code == 200:
+            return res.status_code  # never read, never closed
+
+    with gevent.Timeout(5):
+        assert [early_return() for _ in range(12)] == [200] * 12
+    gevent.sleep(0.01)
+    assert agent.close_reasons.get("unread") == 12 and agent.total_socket_count == 0
+
+
+def test_an_unread_response_times_out_frees_its_slot_and_raises_etimedout_on_read(make_server, make_agent):
+    server = make_server(_slow_body)
+    agent = make_agent(keep_alive=True, max_sockets=1, timeout=0.3)
+    events = []
+    req = ga.ClientRequest(server.url("/held"), agent=agent)
+    req.on("timeout", lambda: events.append("timeout"))
+    held = req.end()  # kept, never read
+    started = time.monotonic()
+    with gevent.Timeout(5):
+        assert ga.get(server.url("/next"), agent=agent).read() == b"x" * 20  # waits for the slot
+    assert 0.25 <= time.monotonic() - started < 2
+    assert events == ["timeout"] and agent.close_reasons.get("timeout") == 1
+    with pytest.raises(RequestTimeout) as info:
+        held.read()
+    assert info.value.code == "ETIMEDOUT"
+
+
+def test_a_response_being_read_is_not_timed_out_by_the_unread_timer(make_server, make_agent):
+    def drip(req):
+        req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n")
+        for _ in range(8):
+            gevent.sleep(0.1)
+            req.conn.send(b"d")
+
+    server = make_server(drip)
+    agent = make_agent(keep_alive=True, timeout=0.25)
+    res = agent.get(server.url("/"))
+    assert res.read() == b"d" * 8  # each byte resets the inactivity limit while someone reads
+    assert agent.status()["free"] == 1
+
+
+def test_reading_or_closing_a_held_response_still_pools_the_socket(make_server, make_agent):
+    server = make_server(_slow_body)
+    agent = make_agent(keep_alive=True, max_sockets=1, timeout=5)
+    res = agent.get(server.url("/"))
+    gc.collect()
+    assert res.read() == b"x" * 20 and agent.status()["free"] == 1
+    res2 = agent.get(server.url("/"))
+    res2.close()  # drains the short remainder
+    assert agent.status()["free"] == 1 and agent.close_reasons == {}
+    del res, res2
+    gc.collect()
+    gevent.sleep(0.01)
+    assert agent.close_reasons == {} and agent.status()["free"] == 1  # finished ones are not closed
+
+
+# -- 4. bounded waiting ---------------------------------------------------------------------------
+def _slow(req):
+    gevent.sleep(0.5)
+    return Response(200, b"slow")
+
+
+def test_queue_timeout_fails_a_waiting_request_that_sent_nothing(make_server, make_agent):
+    server = make_server(_slow)
+    agent = make_agent(keep_alive=True, max_sockets=1, queue_timeout=0.1)
+    first = gevent.spawn(lambda: agent.get(server.url("/first")).read())
+    gevent.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(QueueTimeout) as info:
+        agent.get(server.url("/second"))
+    waited = time.monotonic() - started
+    assert 0.09 <= waited < 0.4
+    err = info.value
+    assert isinstance(err, TimeoutError) and isinstance(err, GeventAgentError)
+    assert err.code == "ERR_AGENT_QUEUE_TIMEOUT"
+    assert first.get(timeout=5) == b"slow"
+    assert [r.path for r in server.requests] == ["/first"]  # the second was never sent
+    status = agent.status()
+    assert status["queue_timeouts"] == 1 and status["queued"] == 0
+
+
+def test_queue_timeout_per_request_overrides_the_agents(make_server, make_agent):
+    server = make_server(_slow)
+    agent = make_agent(keep_alive=True, max_sockets=1, queue_timeout=0.05)
+    first = gevent.spawn(lambda: agent.get(server.url("/")).read())
+    gevent.sleep(0.01)
+    assert agent.get(server.url("/"), queue_timeout=math.inf).read() == b"slow"  # waits as long as it takes
+    first.get(timeout=5)
+    lenient = make_agent(keep_alive=True, max_sockets=1)
+    busy = gevent.spawn(lambda: lenient.get(server.url("/")).read())
+    gevent.sleep(0.01)
+    with pytest.raises(QueueTimeout):
+        lenient.get(server.url("/"), queue_timeout=0.05)
+    busy.get(timeout=5)
+
+
+def test_max_queued_refuses_at_once_and_sends_nothing(make_server, make_agent):
+    server = make_server(_slow)
+    agent = make_agent(keep_alive=True, max_sockets=1, max_queued=1)
+    running = gevent.spawn(lambda: agent.get(server.url("/a")).read())
+    gevent.sleep(0.01)
+    waiting = gevent.spawn(lambda: agent.get(server.url("/b")).read())
+    gevent.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(QueueFull) as info:
+        agent.get(server.url("/c"))
+    assert time.monotonic() - started < 0.05 and info.value.code == "ERR_AGENT_QUEUE_FULL"
+    assert running.get(timeout=5) == waiting.get(timeout=5) == b"slow"
+    assert sorted(r.path for r in server.requests) == ["/a", "/b"]
+    status = agent.status()
+    assert status["queue_full"] == 1
+    assert status["queue_wait"]["count"] == 1 and 0.3 < status["queue_wait"]["max_seconds"] < 2
+    assert status["queue_wait"]["total_seconds"] == status["queue_wait"]["max_seconds"]
+
+
+def test_killed_and_destroyed_waiters_leave_the_queue_and_their_timers(make_server, make_agent):
+    server = make_server(_slow)
+    agent = make_agent(keep_alive=True, max_sockets=1, queue_timeout=0.2)
+    running = gevent.spawn(lambda: agent.get(server.url("/")).read())
+    gevent.sleep(0.01)
+    waiters = [gevent.spawn(lambda: agent.get(server.url("/"))) for _ in range(5)]
+    gevent.sleep(0.01)
+    assert agent.status()["queued"] == 5
+    gevent.killall(waiters)
+    assert agent.status()["queued"] == 0 and agent.requests == {}
+    gevent.sleep(0.3)
+    assert agent.counters["queue_timeouts"] == 0  # their timers went with them
+    assert running.get(timeout=5) == b"slow"
+
+
+# -- 5. after fork, the child's own state ---------------------------------------------------------
+def test_a_fork_child_reports_its_own_state(external_server):  # noqa: F811
+    out = run_python(
+        """
+        import os, json, gevent, geventagent as ga
+        url = "http://127.0.0.1:%d/"
+        agent = ga.Agent(keep_alive=True, max_sockets=3)
+        gevent.joinall([gevent.spawn(lambda: agent.get(url).read()) for _ in range(3)])
+        before = agent.status()
+        pid = gevent.fork()
+        if pid == 0:
+            s = agent.status()
+            ok = (s["total_socket_count"] == 0 and s["free"] == 0 and s["requests"] == 0
+                  and s["close_reasons"] == {"fork": 3} and s["sockets_closed"] == 3
+                  and "total=0" in repr(agent))
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"child": os.waitstatus_to_exitcode(status), "parent_free": agent.status()["free"],
+                          "parent_requests": agent.status()["requests"], "before": before["requests"]}))
+        agent.destroy()
+        """
+        % external_server
+    )
+    assert out.returncode == 0, out.stderr
+    assert __import__("json").loads(out.stdout) == {"child": 0, "parent_free": 3, "parent_requests": 3, "before": 3}
+
+
+# -- 6. see what it does --------------------------------------------------------------------------
+def test_debug_lines_on_the_geventagent_logger(make_server, make_agent, caplog):
+    handler, options = fault("close_after", n=2)
+    server = make_server(handler, **options)
+    agent = make_agent(keep_alive=True, max_sockets=1)
+    with caplog.at_level(logging.DEBUG, logger="geventagent"):
+        spawn_all(*[lambda: ga.get(server.url("/"), agent=agent).read() for _ in range(4)])
+        ga.get(server.url("/"), agent=agent).read()
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "geventagent")
+    for needle in (
+        "socket created",
+        "request queued",
+        "request dequeued",
+        "socket freed",
+        "socket reused",
+        "socket closed",
+        "server_close",
+        "redispatch GET",
+    ):
+        assert needle in text, needle
+
+
+def test_no_debug_lines_when_debug_is_off(server, make_agent, caplog):
+    agent = make_agent(keep_alive=True)
+    with caplog.at_level(logging.INFO, logger="geventagent"):
+        for _ in range(3):
+            agent.get(server.url("/")).read()
+    assert [r for r in caplog.records if r.name == "geventagent"] == []
