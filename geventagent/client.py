@@ -26,10 +26,10 @@ from gevent.hub import Waiter
 
 from . import _options
 from . import agent as _agent
-from .agent import _DEBUG, _log, _log_cache
 from . import https as _https
 from ._http import MAX_HEADER_SIZE, check_header_name
 from ._options import IDEMPOTENT_METHODS, REQUEST_OPTIONS, validate_retry, validate_seconds
+from .agent import _DEBUG, _log, _log_cache
 from .errors import (
     ConnectionReset,
     GeventAgentError,

@@ -62,9 +62,7 @@ def test_queued_get_reset_on_a_handed_socket_is_retried_and_says_it_was_reused(m
     handler, options = fault("reset_after", n=2)
     server = make_server(handler, **options)
     agent = make_agent(keep_alive=True, max_sockets=1)
-    assert spawn_all(*[lambda i=i: ga.get(server.url("/g%d" % i), agent=agent).read() for i in range(6)]) == [
-        b"ok"
-    ] * 6
+    assert spawn_all(*[lambda i=i: ga.get(server.url("/g%d" % i), agent=agent).read() for i in range(6)]) == [b"ok"] * 6
     assert agent.counters["retries"] >= 1
     strict = make_agent(keep_alive=True, max_sockets=1, retry=False)
     errors = []
