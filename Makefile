@@ -48,6 +48,14 @@ loadtest: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
-lint: $(STAMP)
-	$(BIN)/python -m pip install -q --disable-pip-version-check ruff
-	$(BIN)/ruff check geventagent tests loadtests bench && $(BIN)/ruff format --check geventagent tests loadtests bench
+LINT_STAMP := $(VENV)/.installed-lint
+
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check ruff==0.17.6 mypy==2.4.1 types-gevent==26.9.0.20261006
+	touch $(LINT_STAMP)
+
+# ruff (lint and format, pinned) and mypy on the package (its public API is typed: py.typed).
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check geventagent tests loadtests bench
+	$(BIN)/ruff format --check geventagent tests loadtests bench
+	$(BIN)/mypy geventagent
