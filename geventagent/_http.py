@@ -79,20 +79,43 @@ class _Stray(Exception):
     """Raised inside a parser callback: bytes arrived after the response was complete."""
 
 
+#: The chunk extensions of one chunk, at most (Node's limit: ``HPE_CHUNK_EXTENSIONS_OVERFLOW``).
+MAX_CHUNK_EXTENSIONS = 16 * 1024
+#: The interim (1xx) heads of one response, all together, at most (``HPE_HEADER_OVERFLOW``):
+#: each is emitted as ``'information'`` and kept by nobody, but a flood must end somewhere.
+MAX_INTERIM_BYTES = 4 * 1024 * 1024
+_FINAL_OR_UPGRADE = frozenset((b"2", b"3", b"4", b"5"))
+
+
+def _overflow(what: str = "Header overflow", code: str = "HPE_HEADER_OVERFLOW") -> HttpParseError:
+    return HttpParseError("Parse Error: %s" % what, code=code)
+
+
 class ResponseParser:
     """Parse one HTTP/1.1 response (after any 1xx interim responses) with llhttp.
 
-    Feed it with :meth:`feed` and :meth:`feed_eof`; read the attributes. A parse error raises
-    :class:`~geventagent.errors.HttpParseError` with Node's ``HPE_*`` code.
+    Feed it with :meth:`feed` and :meth:`feed_eof`; read the attributes. A malformed head raises
+    :class:`~geventagent.errors.HttpParseError` with Node's ``HPE_*`` code; an error after a valid
+    head is kept in :attr:`error` for the body's reader (Node delivers the response, then fails
+    its body).
+
+    Every part is bounded as in Node: the head and, separately, the trailers at
+    ``max_header_size`` (``HPE_HEADER_OVERFLOW``), one chunk's extensions at 16 KiB
+    (``HPE_CHUNK_EXTENSIONS_OVERFLOW``). Each 1xx other than 101 ends at its head whatever framing
+    it announces (Node tells llhttp so): its heads are split off before llhttp sees them.
 
     Attributes:
         headers_complete / message_complete (bool): progress of the final (non-1xx) response.
         keep_alive (bool): llhttp's ``should_keep_alive`` for a complete message, False for an
             EOF-delimited body, a HEAD/CONNECT oddity, stray bytes or conflicting framing.
         body (deque[bytes]): body chunks parsed and not yet taken by the reader.
-        informational (list): ``(status, message, version, raw_headers)`` of each 1xx except 101.
+        informational (list): ``(status, message, version, raw_headers)`` of the 1xx responses
+            (not 101) parsed and not yet taken by the reader (the exchange takes them at once).
         upgrade_head (bytes | None): bytes after a 101 (or a 2xx to CONNECT) head.
         stray (bool): bytes arrived after the message ended; the connection must not be reused.
+        error (HttpParseError | None): the body could not be parsed (raised to its reader).
+        awaiting_framing (bool): the last bytes fed ended inside framing (a chunk's size line or
+            its extensions, or the trailers), which must complete within the socket's timeout.
     """
 
     # Scalars start from class-level defaults: a parser is created per response (hot path).
@@ -105,11 +128,24 @@ class ResponseParser:
     body_bytes = 0
     upgrade_head: Optional[bytes] = None
     stray = False
+    error: Optional[HttpParseError] = None
+    awaiting_framing = False
     bytes_received = 0
     _head_bytes = 0
+    _interim_bytes = 0
     _connect_head: Optional[bytearray] = None
     _decoded: Optional[HeaderPairs] = None
     keep_alive_hint: Optional[bytes] = None  # the first Keep-Alive header's value, if any
+    # interim heads not yet split off: b"" (scanning, nothing held), bytes held, or None (done)
+    _scan: Optional[bytes] = b""
+    # chunked bodies: chunk headers seen, whether one was the last event, size-line and trailer bytes
+    _chunked = False
+    _chunk_headers = 0
+    _after_chunk_header = False
+    _size_line = 0
+    _in_trailers = False
+    _trailer_bytes = 0
+    _trailer_fields = 0
 
     def __init__(self, method: str = "GET", max_header_size: int = MAX_HEADER_SIZE) -> None:
         self._parser: Any = httptools.HttpResponseParser(self)  # None once the message ended
@@ -154,13 +190,14 @@ class ResponseParser:
 
     @property
     def eof_body(self) -> bool:
-        """The body is delimited by the end of the connection (no length, not chunked)."""
+        """The body is delimited by the end of the connection: no length, and ``chunked`` is not
+        the final transfer coding (RFC 9112 §6.3: ``chunked, gzip`` is read until close)."""
         if not self.headers_complete or self.method == "HEAD" or self.status_code in (101, 204, 304):
             return False
         if self.header(b"content-length") is not None:
             return False
         te = self.header(b"transfer-encoding")
-        return te is None or b"chunked" not in te.lower()
+        return te is None or not te.lower().rstrip().endswith(b"chunked")
 
     # -- llhttp callbacks -----------------------------------------------------------------------
     def on_status(self, status: bytes) -> None:
@@ -171,6 +208,10 @@ class ResponseParser:
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.headers_complete:
             self._raw_trailers += (name, value)
+            self._in_trailers = True
+            self._trailer_fields += len(name) + len(value)
+            if self._trailer_fields >= self.max_header_size:  # Node counts field bytes, per section
+                raise _overflow()
         else:
             self._raw += (name, value)
 
@@ -186,7 +227,7 @@ class ResponseParser:
         if self._head_bytes > self.max_header_size and (
             sum(map(len, raw)) + 2 * len(raw) + len(self.status_message) > self.max_header_size
         ):
-            raise HttpParseError("Parse Error: Header overflow", code="HPE_HEADER_OVERFLOW")
+            raise _overflow()
         self.http_version = parser.get_http_version()
         if 100 <= status < 200 and status != 101:
             return  # interim response; on_message_complete records it
@@ -202,37 +243,68 @@ class ResponseParser:
         if method == "CONNECT" and 200 <= status < 300:
             self.keep_alive = False
             raise httptools.HttpParserUpgrade(-1)
+        te = self.header(b"transfer-encoding") if raw else None
+        if te is not None and te.lower().rstrip().endswith(b"chunked"):
+            self._chunked = True
 
     def on_body(self, body: bytes) -> None:
         if self.message_complete:
             raise _Stray()
         self.body.append(body)
         self.body_bytes += len(body)
+        self._after_chunk_header = False
+
+    def on_chunk_header(self) -> None:
+        self._chunk_headers += 1
+        self._after_chunk_header = True
+        self._size_line = 0
 
     def on_message_complete(self) -> None:
         status = self.status_code
         if not self.headers_complete and 100 <= status < 200:
-            self.informational.append((status, self.status_message, self.http_version, _pairs(self._raw)))
-            self._raw = []
-            self.status_code = 0
-            self._head_bytes = 0
+            self._interim_done()
             return
         if not self.message_complete:
             self.message_complete = True
             self.keep_alive = self.keep_alive and self._parser.should_keep_alive()
+
+    def _interim_done(self) -> None:
+        self.informational.append((self.status_code, self.status_message, self.http_version, _pairs(self._raw)))
+        self._raw = []
+        self.keep_alive_hint = None
+        self.status_code = 0
+        self._head_bytes = 0
 
     # -- feeding --------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Parse ``data``.
 
         Raises:
-            HttpParseError: malformed response (``HPE_*``), or a head over ``max_header_size``.
+            HttpParseError: a malformed head (``HPE_*``), or a head over ``max_header_size``. (An
+                error after the head is kept in :attr:`error` instead.)
         """
         self.bytes_received += len(data)
         if self._parser is None:  # the message ended earlier: anything more is stray
             self.stray = True
             self.keep_alive = False
             return
+        if self.headers_complete:
+            if self._chunked:
+                self._feed_chunked(data)
+                return
+        elif self._scan is not None:
+            rest = self._split_interim(data)
+            if rest is None:
+                return
+            data = rest
+        try:
+            self._feed(data)
+        except HttpParseError as err:
+            if not self.headers_complete or self.message_complete:
+                raise
+            self._fail_body(err)
+
+    def _feed(self, data: bytes) -> None:
         if not self.headers_complete:
             self._head_bytes += len(data)
         if self._connect_head is not None and not self.headers_complete:
@@ -277,7 +349,80 @@ class ResponseParser:
             # by reference counting instead of waiting for the cycle collector.
             self._parser = None
         elif not self.headers_complete and self._head_bytes > self.max_header_size:
-            raise HttpParseError("Parse Error: Header overflow", code="HPE_HEADER_OVERFLOW")
+            raise _overflow()
+
+    def _fail_body(self, err: HttpParseError) -> None:
+        self.error = err
+        self.keep_alive = False
+        self.awaiting_framing = False
+        self._parser = None
+
+    def _feed_chunked(self, data: bytes) -> None:
+        """A chunked body: feed, then bound what is not body (extensions, trailers) per feed.
+        After a chunk header any byte of a chunk with data is body, so a feed that brings none
+        is trailers; a feed with no event at all is inside a size line (its extensions)."""
+        body0, heads0, after0 = self.body_bytes, self._chunk_headers, self._after_chunk_header
+        try:
+            self._feed(data)
+            if self.message_complete:
+                self.awaiting_framing = False
+                return
+            body = self.body_bytes - body0
+            heads = self._chunk_headers - heads0
+            if self._in_trailers or (after0 and self._after_chunk_header and not heads and not body):
+                self._in_trailers = True
+                self._trailer_bytes += len(data)
+                if self._trailer_bytes > 2 * self.max_header_size:  # a field still arriving
+                    raise _overflow()
+                self.awaiting_framing = True
+            elif not heads and not body:
+                self._size_line += len(data)
+                if self._size_line > MAX_CHUNK_EXTENSIONS:
+                    raise _overflow("Chunk extensions overflow", "HPE_CHUNK_EXTENSIONS_OVERFLOW")
+                self.awaiting_framing = True
+            else:
+                if len(data) - body > (heads + 1) * (MAX_CHUNK_EXTENSIONS + 64):
+                    raise _overflow("Chunk extensions overflow", "HPE_CHUNK_EXTENSIONS_OVERFLOW")
+                self.awaiting_framing = self._after_chunk_header and not body
+        except HttpParseError as err:
+            self._fail_body(err)
+
+    def _split_interim(self, data: bytes) -> Optional[bytes]:
+        """Feed llhttp each interim (1xx, not 101) head alone, so each ends at its head whatever
+        framing it announces, and a fresh llhttp parser reads what follows. Returns the bytes left
+        for llhttp once the final response's status line shows, or None (all consumed or held)."""
+        buf = self._scan + data if self._scan else data
+        while True:
+            if len(buf) < 12:  # "HTTP/1.1 1xx" not known yet
+                if not b"HTTP/1."[: len(buf)].startswith(buf[:7]):
+                    self._scan = None
+                    return buf
+                self._scan = buf
+                return None
+            if buf[9:10] in _FINAL_OR_UPGRADE or buf[9:12] == b"101" or not buf.startswith(b"HTTP/1."):
+                self._scan = None
+                return buf  # the final response (or an upgrade, or garbage for llhttp to name)
+            end = buf.find(b"\r\n\r\n")
+            lf = buf.find(b"\n")
+            if lf > 0 and buf[lf - 1 : lf] != b"\r":
+                self._scan = None
+                return buf  # a bare LF: llhttp reports it
+            if end < 0:
+                if len(buf) > self.max_header_size:
+                    raise _overflow()
+                self._scan = buf
+                return None
+            head, buf = buf[: end + 4], buf[end + 4 :]
+            self._interim_bytes += len(head)
+            if self._interim_bytes > MAX_INTERIM_BYTES:
+                raise _overflow("Header overflow (interim responses)")
+            self._feed(head)
+            if self.status_code:  # llhttp waits for a body the 1xx announced: it ends here
+                self._interim_done()
+                self._parser = httptools.HttpResponseParser(self)
+            if not buf:
+                self._scan = b""
+                return None
 
     def feed_eof(self) -> bool:
         """The peer closed the connection. Returns True if that ended the message cleanly

@@ -549,8 +549,16 @@ class ClientRequest(OutgoingMessage):
             exchange.send_whole(head, parts[0] if parts else b"", chunked)
         else:
             exchange.send_head(head, chunked, None)
-            exchange.send_body(parts)
-            exchange.end_body()
+            try:
+                exchange.send_body(parts)
+                exchange.end_body()
+            except StaleSocket:
+                raise
+            except ConnectionReset:
+                # the server stopped reading the body: deliver the answer it may have sent first
+                if not exchange.take_early_response(self._on_interim):
+                    raise
+                return self._read_response(exchange)
         return self._finish_and_read(exchange)
 
     def _finish_and_read(self, exchange: Exchange) -> IncomingMessage:
@@ -684,14 +692,17 @@ class ClientRequest(OutgoingMessage):
             self.destroyed = True  # Node: a later req.destroy() cannot touch the pooled socket
         if res._events and "end" in res._events:
             res.emit("end")
-        if not socket.destroyed:
-            if reason is None:
+        if reason is None:
+            if not socket.destroyed:
                 self._emit_close()
                 socket.emit("free")
-            else:
+            self._emit_close()
+            res._emit_close()
+        else:  # not pooled: the response closes, then the request (Node's order)
+            if not socket.destroyed:
                 socket.destroy(reason=reason)
-        self._emit_close()
-        res._emit_close()
+            res._emit_close()
+            self._emit_close()
         self._res = None  # res.req stays; dropping this side frees both without the cycle collector
 
     def _response_aborted(self, res: IncomingMessage) -> None:
@@ -710,8 +721,9 @@ class ClientRequest(OutgoingMessage):
             if self._events and "close" in self._events:
                 self.emit("close")
 
-    def _fail(self, exc: Optional[BaseException]) -> None:
-        """Release everything this request holds; emit ``'error'`` (if listened to) and ``'close'``."""
+    def _fail(self, exc: Optional[BaseException], res_exc: Optional[BaseException] = None) -> None:
+        """Release everything this request holds; emit ``'error'`` (if listened to) and ``'close'``.
+        ``res_exc``: what an unfinished response reports instead of ``exc``."""
         if isinstance(exc, GeventAgentError):
             exc.reused_socket = self.reused_socket
         already = self.destroyed
@@ -738,16 +750,25 @@ class ClientRequest(OutgoingMessage):
             self._stage = _RELEASED
         res = self.res
         if res is not None and not res.complete and not res.aborted:
-            res._abort(exc)
+            res._abort(res_exc or exc)
         if not already and isinstance(exc, Exception) and self._events and "error" in self._events:
             self.emit("error", exc)
         self._emit_close()
 
     def destroy(self, exc: Optional[BaseException] = None) -> "ClientRequest":
         """Abort the request: leave the queue, destroy its socket (unless already back in the pool).
-        Idempotent. Emits ``'error'(exc)`` if given and listened to, then ``'close'``."""
+        Idempotent. Emits, as Node does: ``'error'(exc)`` (if listened to), or without ``exc``
+        ``'error'`` ECONNRESET ``"socket hang up"`` before the response and, in the middle of its
+        body, the response's ``'aborted'`` and ``'error'`` ECONNRESET ``"aborted"``; then ``'close'``."""
         if not self.destroyed:
-            self._fail(exc)
+            if exc is not None:
+                self._fail(exc)
+            else:
+                res = self.res
+                if res is not None and not res.complete and not res.aborted:
+                    self._fail(None, ConnectionReset("aborted"))
+                else:
+                    self._fail(socket_hang_up())
         return self
 
     abort = destroy

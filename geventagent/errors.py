@@ -224,36 +224,65 @@ def from_os_error(exc: BaseException, action: str = "", address: str = "") -> Ge
     return NetworkError((where % code) + (" (%s)" % detail if detail else ""), code=code, errno=err)
 
 
-# llhttp's reason strings (as httptools reports them) -> Node's HPE_* code.
-_PARSER_CODES = (
-    ("Content-Length can't be present with Transfer-Encoding", "HPE_UNEXPECTED_CONTENT_LENGTH"),
-    ("Transfer-Encoding can't be present with Content-Length", "HPE_UNEXPECTED_CONTENT_LENGTH"),
-    ("Duplicate Content-Length", "HPE_UNEXPECTED_CONTENT_LENGTH"),
-    ("Invalid character in Content-Length", "HPE_INVALID_CONTENT_LENGTH"),
-    ("Content-Length overflow", "HPE_INVALID_CONTENT_LENGTH"),
-    ("chunk size", "HPE_INVALID_CHUNK_SIZE"),
-    ("Invalid header token", "HPE_INVALID_HEADER_TOKEN"),
-    ("Invalid header value char", "HPE_INVALID_HEADER_TOKEN"),
-    ("Invalid header field char", "HPE_INVALID_HEADER_TOKEN"),
-    ("Transfer-Encoding", "HPE_INVALID_TRANSFER_ENCODING"),
-    ("status", "HPE_INVALID_STATUS"),
-    ("Invalid HTTP version", "HPE_INVALID_VERSION"),
-    ("Expected HTTP/", "HPE_INVALID_CONSTANT"),
-    ("Expected LF", "HPE_LF_EXPECTED"),
-    ("Expected CRLF", "HPE_STRICT"),
-    ("Missing expected CR", "HPE_CR_EXPECTED"),
-)
+#: llhttp's reason strings -> its error code, from llhttp 9.3.0's ``src/llhttp/http.ts`` (the
+#: version httptools 0.9 bundles; the strings are the same through 9.4.2), as a response parser
+#: meets them. httptools reports the reason, not the code; Node reports ``HPE_<code>``.
+LLHTTP_REASONS = {
+    "Chunk size overflow": "HPE_INVALID_CHUNK_SIZE",
+    "Content-Length can't be present with Transfer-Encoding": "HPE_INVALID_CONTENT_LENGTH",
+    "Content-Length overflow": "HPE_INVALID_CONTENT_LENGTH",
+    "Data after `Connection: close`": "HPE_CLOSED_CONNECTION",
+    "Duplicate Content-Length": "HPE_UNEXPECTED_CONTENT_LENGTH",
+    "Empty Content-Length": "HPE_INVALID_CONTENT_LENGTH",
+    "Expected HTTP/, RTSP/ or ICE/": "HPE_INVALID_CONSTANT",
+    "Expected LF after CR": "HPE_STRICT",
+    "Expected LF after chunk data": "HPE_STRICT",
+    "Expected LF after chunk size": "HPE_STRICT",
+    "Expected LF after headers": "HPE_STRICT",
+    "Expected dot": "HPE_INVALID_VERSION",
+    "Expected space after version": "HPE_INVALID_VERSION",
+    "Invalid HTTP version": "HPE_INVALID_VERSION",
+    "Invalid `Transfer-Encoding` header value": "HPE_INVALID_TRANSFER_ENCODING",
+    "Invalid character in Content-Length": "HPE_INVALID_CONTENT_LENGTH",
+    "Invalid character in chunk extensions": "HPE_STRICT",
+    "Invalid character in chunk extensions name": "HPE_STRICT",
+    "Invalid character in chunk extensions quote value": "HPE_STRICT",
+    "Invalid character in chunk extensions quoted value": "HPE_STRICT",
+    "Invalid character in chunk extensions value": "HPE_STRICT",
+    "Invalid character in chunk size": "HPE_INVALID_CHUNK_SIZE",
+    "Invalid header field char": "HPE_INVALID_HEADER_TOKEN",
+    "Invalid header token": "HPE_INVALID_HEADER_TOKEN",
+    "Invalid header value char": "HPE_INVALID_HEADER_TOKEN",
+    "Invalid major version": "HPE_INVALID_VERSION",
+    "Invalid minor version": "HPE_INVALID_VERSION",
+    "Invalid quoted-pair in chunk extensions quoted value": "HPE_STRICT",
+    "Invalid response status": "HPE_INVALID_STATUS",
+    "Invalid status code": "HPE_INVALID_STATUS",
+    "Invalid word encountered": "HPE_INVALID_CONSTANT",
+    "Missing expected CR after chunk data": "HPE_CR_EXPECTED",
+    "Missing expected CR after chunk extension name": "HPE_CR_EXPECTED",
+    "Missing expected CR after chunk extension value": "HPE_CR_EXPECTED",
+    "Missing expected CR after chunk size": "HPE_CR_EXPECTED",
+    "Missing expected CR after header value": "HPE_CR_EXPECTED",
+    "Missing expected CR after response line": "HPE_CR_EXPECTED",
+    "Missing expected LF after header value": "HPE_LF_EXPECTED",
+    "Transfer-Encoding can't be present with Content-Length": "HPE_INVALID_TRANSFER_ENCODING",
+    "Unexpected space after start line": "HPE_UNEXPECTED_SPACE",
+    "Unexpected whitespace after header value": "HPE_INVALID_HEADER_TOKEN",
+    "Invalid EOF state": "HPE_INVALID_EOF_STATE",  # llhttp_finish (api.c)
+}
+#: httptools' exception classes -> the code, for reasons the table does not hold.
+_PARSER_CLASSES = {
+    "HttpParserInvalidStatusError": "HPE_INVALID_STATUS",
+    "HttpParserInvalidMethodError": "HPE_INVALID_METHOD",
+    "HttpParserInvalidURLError": "HPE_INVALID_URL",
+}
 
 
 def from_parser_error(exc: BaseException) -> HttpParseError:
-    """Translate an httptools/llhttp parse error into :class:`HttpParseError` with Node's code."""
+    """Translate an httptools/llhttp parse error into :class:`HttpParseError` with Node's code:
+    llhttp's reason string looked up in :data:`LLHTTP_REASONS` (exact match), else the exception
+    class, else ``HPE_INVALID_CONSTANT``."""
     message = str(exc)
-    code = "HPE_INVALID_CONSTANT"
-    if type(exc).__name__ == "HttpParserInvalidStatusError":
-        code = "HPE_INVALID_STATUS"
-    else:
-        for needle, candidate in _PARSER_CODES:
-            if needle.lower() in message.lower():
-                code = candidate
-                break
+    code = LLHTTP_REASONS.get(message) or _PARSER_CLASSES.get(type(exc).__name__) or "HPE_INVALID_CONSTANT"
     return HttpParseError("Parse Error: %s" % (message or code), code=code)

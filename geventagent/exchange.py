@@ -32,6 +32,8 @@ HEAD_READ_SIZE = 16 * 1024
 BODY_READ_SIZE = 64 * 1024
 #: A request whose body is at most this long is written with its head in one (corked) write.
 CHUNK_MAX = 64 * 1024
+#: Seconds each read waits for a response already sent when a body's write failed.
+EARLY_RESPONSE_SECONDS = 0.05
 #: Seconds to wait for ``100 Continue`` before sending the body anyway (as curl does).
 EXPECT_CONTINUE_SECONDS = 1.0
 
@@ -47,7 +49,7 @@ class Phase(enum.IntEnum):
     SEND_CONTINUE = 1  # head written with Expect: 100-continue; the body waits
     SEND_BODY = 2  # head written; body being written
     SEND_DONE = 3  # the whole request is written
-    SEND_SKIPPED = 4  # the final response came before 100 Continue: body never sent
+    SEND_SKIPPED = 4  # the final response came first (before 100 Continue, or as the body's write failed)
     RECV_IDLE = 5  # not reading yet
     RECV_HEAD = 6  # reading the head (interim 1xx responses included)
     RECV_BODY = 7  # final head parsed; reading the body
@@ -73,7 +75,7 @@ FAILED = Phase.FAILED
 NEXT: Dict[Phase, FrozenSet[Phase]] = {
     SEND_IDLE: frozenset((SEND_BODY, SEND_CONTINUE, FAILED)),
     SEND_CONTINUE: frozenset((SEND_BODY, SEND_SKIPPED, FAILED)),
-    SEND_BODY: frozenset((SEND_DONE, FAILED)),
+    SEND_BODY: frozenset((SEND_DONE, SEND_SKIPPED, FAILED)),
     SEND_DONE: frozenset((SEND_IDLE, FAILED)),
     SEND_SKIPPED: frozenset((FAILED,)),
     RECV_IDLE: frozenset((RECV_HEAD, FAILED)),
@@ -95,6 +97,13 @@ class ExchangeStateError(GeventAgentError, RuntimeError):
     """A move the transition table does not allow (a bug in the library, never the caller's)."""
 
     code = "ERR_INTERNAL_ASSERTION"
+
+
+_mono = time.monotonic
+
+
+def _drip_timeout(what: str, seconds: float) -> RequestTimeout:
+    return RequestTimeout("read ETIMEDOUT (the %s did not complete within %g s)" % (what, seconds))
 
 
 def _frame(data: bytes, chunked: bool) -> bytes:
@@ -124,6 +133,7 @@ class Exchange:
         "body_left",
         "t_first_byte",
         "cycle",
+        "framing_since",
     )
 
     def __init__(self, socket: Socket) -> None:
@@ -139,6 +149,7 @@ class Exchange:
         self.body_left: Optional[int] = None
         self.t_first_byte = 0.0
         self.cycle = 0  # how many cycles this socket began (tells a finished one from the current)
+        self.framing_since = 0.0  # time.monotonic() when a size line or trailers began to arrive
 
     def __repr__(self) -> str:
         return "<Exchange %s %s %s%s>" % (
@@ -213,7 +224,7 @@ class Exchange:
         if recv is RECV_UPGRADED:
             return "upgrade"
         if self.send is SEND_SKIPPED:
-            return "body_not_sent"
+            return "body_not_sent"  # the response came before the body was (whole)
         parser = self.parser
         if recv is not RECV_DONE or self.send is not SEND_DONE or parser is None:
             return "not_reusable"
@@ -319,6 +330,33 @@ class Exchange:
         self._send_to(SEND_BODY)
         return True
 
+    def take_early_response(self, on_interim: Callable[[Interim], None]) -> bool:
+        """The body's write failed (ECONNRESET, EPIPE): a server that refused the body may have
+        answered already (``413``, ``401``; RFC 9112 §9.5), and the kernel still holds that
+        answer. Read what the socket has, waiting at most ``EARLY_RESPONSE_SECONDS`` for each
+        read; True if a whole head is there (the body is then never sent on: not pooled)."""
+        socket = self.socket
+        if socket.destroyed or self.send is not SEND_BODY:
+            return False
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = ResponseParser(self.method, self.max_header_size)
+            self._recv_to(RECV_HEAD)
+        try:
+            while not parser.headers_complete:
+                data = socket.recv(HEAD_READ_SIZE, EARLY_RESPONSE_SECONDS)
+                if not data:
+                    return False
+                if not self.t_first_byte:
+                    self.t_first_byte = _now()
+                parser.feed(data)
+                if parser.informational:
+                    self._take_interim(parser, on_interim)
+        except GeventAgentError:
+            return False
+        self._send_to(SEND_SKIPPED)
+        return True
+
     # -- the response side --------------------------------------------------------------------
     def _take_interim(self, parser: ResponseParser, on_interim: Callable[[Interim], None]) -> bool:
         interim = parser.informational
@@ -348,8 +386,18 @@ class Exchange:
             self.recv = RECV_HEAD
         elif parser.informational:
             self._take_interim(parser, on_interim)
+        deadline = 0.0
         while not parser.headers_complete:
-            data = socket.recv(HEAD_READ_SIZE)
+            within = None
+            timeout = socket.timeout
+            if timeout:  # the head, interim ones included, ends within `timeout` however it drips
+                if not deadline:
+                    deadline = _mono() + timeout
+                else:
+                    within = deadline - _mono()
+                    if within <= 0:
+                        raise _drip_timeout("response head", timeout)
+            data = socket.recv(HEAD_READ_SIZE, within)
             if not data:
                 raise socket_hang_up()
             if not self.t_first_byte:
@@ -375,7 +423,22 @@ class Exchange:
         """
         parser = self.parser
         assert parser is not None
-        data = self.socket.recv(BODY_READ_SIZE)
+        if parser.error is not None:
+            raise parser.error
+        socket = self.socket
+        if parser.awaiting_framing and socket.timeout:
+            # a chunk size line (its extensions) or the trailers ends within `timeout` of its start
+            now = _mono()
+            since = self.framing_since
+            if not since:
+                since = self.framing_since = now
+            within = since + socket.timeout - now
+            if within <= 0:
+                raise _drip_timeout("chunk framing or trailers", socket.timeout)
+            data = socket.recv(BODY_READ_SIZE, within)
+        else:
+            self.framing_since = 0.0
+            data = socket.recv(BODY_READ_SIZE)
         if data:
             parser.feed(data)
         elif not parser.feed_eof():
@@ -383,6 +446,8 @@ class Exchange:
         if parser.message_complete:
             self._recv_done(parser)
             return True
+        if parser.error is not None:
+            raise parser.error
         return False
 
     def _recv_done(self, parser: ResponseParser) -> None:

@@ -177,6 +177,9 @@ class IncomingMessage(EventEmitter):
                     self.emit("data", chunk)
         if parser.message_complete and not self.complete:
             self._on_complete()
+        elif parser.error is not None:  # the body is malformed: what came before it stays readable
+            self._failure = parser.error
+            self._abort(parser.error)
 
     def _on_complete(self) -> None:
         self.complete = True

@@ -530,16 +530,28 @@ class Socket(EventEmitter):
                 raise from_os_error(after, "write") from after
             self.send(after)
 
-    def recv(self, size: int = 65536) -> bytes:
+    def recv(self, size: int = 65536, within: Optional[float] = None) -> bytes:
         """Read up to ``size`` bytes; ``b""`` at EOF.
 
+        Args:
+            within: seconds this read may wait, instead of the socket's :attr:`timeout` (a
+                deadline's remainder: a head the server drips must still end in time).
         Raises:
             RequestTimeout (after ``'timeout'``), ConnectionReset, NetworkError.
         """
         if self._corked is not None or self._cork_after is not None:
             self._await_cork(True)
+        sock = self._sock
         try:
-            data = self._sock.recv(size)
+            if within is None:
+                data = sock.recv(size)
+            else:
+                sock.settimeout(within)
+                try:
+                    data = sock.recv(size)
+                finally:
+                    if not self.destroyed:
+                        sock.settimeout(self.timeout or None)
         except (OSError, AttributeError) as exc:
             if self._sock is None or self.destroyed:
                 raise socket_hang_up() from exc

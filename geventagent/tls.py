@@ -48,13 +48,19 @@ class TlsError(NetworkError):
     code = "ERR_SSL_PROTOCOL_ERROR"
 
 
-def from_ssl_error(exc: BaseException, servername: str = "") -> GeventAgentError:
+def from_ssl_error(exc: BaseException, servername: str = "", chain_length: int = 0) -> GeventAgentError:
+    """A TLS failure as :class:`TlsError` with Node's code. ``chain_length``: certificates the
+    server sent (0: unknown). Node reports an unknown issuer of a lone certificate as
+    ``UNABLE_TO_VERIFY_LEAF_SIGNATURE`` (OpenSSL's code 21) where Python's OpenSSL reports 20."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        code = _VERIFY_CODES.get(exc.verify_code, "ERR_TLS_CERT_VERIFY")
+        verify_code = exc.verify_code
         message = exc.verify_message or str(exc)
+        if verify_code == 20 and chain_length == 1:
+            verify_code, message = 21, "unable to verify the first certificate"
+        code = _VERIFY_CODES.get(verify_code, "ERR_TLS_CERT_VERIFY")
         if code == "ERR_TLS_CERT_ALTNAME_INVALID":
             message = "Hostname/IP does not match certificate's altnames: %s" % message
-        return TlsError(message, code=code, verify_code=exc.verify_code)
+        return TlsError(message, code=code, verify_code=verify_code)
     reason = getattr(exc, "reason", None) or "PROTOCOL_ERROR"
     return TlsError(str(exc), code="ERR_SSL_%s" % str(reason).upper())
 
@@ -210,7 +216,13 @@ class TlsSocket(Socket):
         except ssl.SSLError as exc:
             if session is not None and key:
                 agent._evict_session(key)
-            err = from_ssl_error(exc, servername or "")
+            chain: Any = None
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                try:  # the chain the server sent (Python 3.10+, public in 3.13)
+                    chain = tls._sslobj.get_unverified_chain()
+                except (AttributeError, ValueError, ssl.SSLError):
+                    chain = None
+            err = from_ssl_error(exc, servername or "", len(chain) if chain else 0)
             raise err from exc
         self.session_reused = bool(tls.session_reused)
         if key:

@@ -63,13 +63,13 @@ def test_parser_eof_delimited_body():
     "raw,code",
     [
         (b"HTTX/1.1 200 OK\r\n\r\n", "HPE_INVALID_CONSTANT"),
-        (
+        (  # Node v20: HPE_INVALID_TRANSFER_ENCODING "Transfer-Encoding can't be present with Content-Length"
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "HPE_UNEXPECTED_CONTENT_LENGTH",
+            "HPE_INVALID_TRANSFER_ENCODING",
         ),
-        (
+        (  # Node v20: HPE_INVALID_CONTENT_LENGTH "Content-Length can't be present with Transfer-Encoding"
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n",
-            "HPE_UNEXPECTED_CONTENT_LENGTH",
+            "HPE_INVALID_CONTENT_LENGTH",
         ),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n", "HPE_UNEXPECTED_CONTENT_LENGTH"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "HPE_INVALID_CHUNK_SIZE"),
@@ -77,9 +77,14 @@ def test_parser_eof_delimited_body():
     ],
 )
 def test_parser_errors_carry_node_codes(raw, code):
-    with pytest.raises(HttpParseError) as info:
-        ResponseParser().feed(raw)
-    assert info.value.code == code
+    p = ResponseParser()
+    try:
+        p.feed(raw)
+        err = p.error  # after a valid head the error is kept for the body's reader
+        assert p.headers_complete
+    except HttpParseError as exc:
+        err = exc
+    assert err is not None and err.code == code
 
 
 def test_parser_header_overflow():
@@ -302,7 +307,7 @@ def test_header_sent_once_and_cannot_change_after(server, make_agent):
         (b"garbage\r\n\r\n", "HPE_INVALID_CONSTANT"),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nok",
-            "HPE_UNEXPECTED_CONTENT_LENGTH",
+            "HPE_INVALID_TRANSFER_ENCODING",
         ),
         (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", "HPE_HEADER_OVERFLOW"),
     ],
