@@ -114,8 +114,9 @@ class ResponseParser:
         upgrade_head (bytes | None): bytes after a 101 (or a 2xx to CONNECT) head.
         stray (bool): bytes arrived after the message ended; the connection must not be reused.
         error (HttpParseError | None): the body could not be parsed (raised to its reader).
-        awaiting_framing (bool): the last bytes fed ended inside framing (a chunk's size line or
-            its extensions, or the trailers), which must complete within the socket's timeout.
+        slow_read (bool): the next read takes the careful path: the last bytes fed ended inside
+            framing (a chunk's size line or its extensions, or the trailers), which must complete
+            within the socket's timeout, or :attr:`error` is set.
     """
 
     # Scalars start from class-level defaults: a parser is created per response (hot path).
@@ -129,7 +130,7 @@ class ResponseParser:
     upgrade_head: Optional[bytes] = None
     stray = False
     error: Optional[HttpParseError] = None
-    awaiting_framing = False
+    slow_read = False
     bytes_received = 0
     _head_bytes = 0
     _interim_bytes = 0
@@ -141,7 +142,7 @@ class ResponseParser:
     # chunked bodies: chunk headers seen, whether one was the last event, size-line and trailer bytes
     _chunked = False
     _chunk_headers = 0
-    _after_chunk_header = False
+    _body_at_chunk_header = -1  # body_bytes when the last chunk header ended
     _size_line = 0
     _in_trailers = False
     _trailer_bytes = 0
@@ -233,7 +234,8 @@ class ResponseParser:
             return  # interim response; on_message_complete records it
         self.headers_complete = True
         self.keep_alive = parser.should_keep_alive()
-        if b"keep-alive" in b"\n".join(raw[::2]).lower():  # one C-level scan per response
+        names = b"\n".join(raw[::2]).lower()  # one C-level scan of the names per response
+        if b"keep-alive" in names:
             self.keep_alive_hint = self.header(b"keep-alive")
         method = self.method
         if method == "HEAD":
@@ -243,21 +245,26 @@ class ResponseParser:
         if method == "CONNECT" and 200 <= status < 300:
             self.keep_alive = False
             raise httptools.HttpParserUpgrade(-1)
-        te = self.header(b"transfer-encoding") if raw else None
-        if te is not None and te.lower().rstrip().endswith(b"chunked"):
-            self._chunked = True
+        if b"transfer-encoding" in names:
+            te = self.header(b"transfer-encoding")
+            if te is not None and te.lower().rstrip().endswith(b"chunked"):
+                self._chunked = True
 
     def on_body(self, body: bytes) -> None:
         if self.message_complete:
             raise _Stray()
         self.body.append(body)
         self.body_bytes += len(body)
-        self._after_chunk_header = False
 
     def on_chunk_header(self) -> None:
         self._chunk_headers += 1
-        self._after_chunk_header = True
+        self._body_at_chunk_header = self.body_bytes
         self._size_line = 0
+
+    @property
+    def _after_chunk_header(self) -> bool:
+        """No body byte came since the last chunk header (so a byte that is not body is trailers)."""
+        return self._body_at_chunk_header == self.body_bytes
 
     def on_message_complete(self) -> None:
         status = self.status_code
@@ -284,7 +291,8 @@ class ResponseParser:
                 error after the head is kept in :attr:`error` instead.)
         """
         self.bytes_received += len(data)
-        if self._parser is None:  # the message ended earlier: anything more is stray
+        parser = self._parser
+        if parser is None:  # the message ended earlier: anything more is stray
             self.stray = True
             self.keep_alive = False
             return
@@ -292,17 +300,44 @@ class ResponseParser:
             if self._chunked:
                 self._feed_chunked(data)
                 return
+            try:  # a body with a length, or to the connection's end: the hot path, inline
+                parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                try:
+                    self._feed_error(exc, data)
+                except HttpParseError as err:
+                    self._fail_body(err)
+                    return
+            if self.message_complete:
+                self._parser = None
+            return
         elif self._scan is not None:
-            rest = self._split_interim(data)
-            if rest is None:
-                return
-            data = rest
+            if not self._scan and data[9:10] in _FINAL_OR_UPGRADE and data[:7] == b"HTTP/1.":
+                self._scan = None  # the final response's status line: no interim head to split off
+            else:
+                rest = self._split_interim(data)
+                if rest is None:
+                    return
+                data = rest
+                parser = self._parser  # (a fresh llhttp parser after a 1xx that announced a body)
+        # the head (and whatever follows it in these bytes): _feed's steps, inline (the hot path)
+        self._head_bytes += len(data)
+        if self._connect_head is not None:
+            self._connect_head += data
         try:
-            self._feed(data)
+            try:
+                parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                self._feed_error(exc, data)
         except HttpParseError as err:
             if not self.headers_complete or self.message_complete:
                 raise
             self._fail_body(err)
+            return
+        if self.message_complete:
+            self._parser = None  # (the cycle between llhttp's parser and this one, broken)
+        elif not self.headers_complete and self._head_bytes > self.max_header_size:
+            raise _overflow()
 
     def _feed(self, data: bytes) -> None:
         if not self.headers_complete:
@@ -311,7 +346,18 @@ class ResponseParser:
             self._connect_head += data
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._feed_error(exc, data)
+        if self.message_complete:
+            # llhttp's parser and this object refer to each other: let go now, so both are freed
+            # by reference counting instead of waiting for the cycle collector.
+            self._parser = None
+        elif not self.headers_complete and self._head_bytes > self.max_header_size:
+            raise _overflow()
+
+    def _feed_error(self, exc: BaseException, data: bytes) -> None:
+        """What llhttp's exception means: an upgrade, stray bytes, or an error with Node's code."""
+        if isinstance(exc, httptools.HttpParserUpgrade):
             offset = exc.args[0] if exc.args else -1
             if isinstance(offset, int) and offset >= 0:
                 self.upgrade_head = bytes(data[offset:])
@@ -322,7 +368,7 @@ class ResponseParser:
                 self.upgrade_head = b""
             self.message_complete = True
             self.keep_alive = False
-        except httptools.HttpParserCallbackError as exc:
+        elif isinstance(exc, httptools.HttpParserCallbackError):
             cause = exc.__context__
             if isinstance(cause, _Stray):
                 self.stray = True
@@ -338,23 +384,16 @@ class ResponseParser:
                 self.keep_alive = False
             else:
                 raise from_parser_error(exc) from exc
-        except httptools.HttpParserError as exc:
-            if self.message_complete:
-                self.stray = True
-                self.keep_alive = False
-                return
+        elif self.message_complete:
+            self.stray = True
+            self.keep_alive = False
+        else:
             raise from_parser_error(exc) from exc
-        if self.message_complete:
-            # llhttp's parser and this object refer to each other: let go now, so both are freed
-            # by reference counting instead of waiting for the cycle collector.
-            self._parser = None
-        elif not self.headers_complete and self._head_bytes > self.max_header_size:
-            raise _overflow()
 
     def _fail_body(self, err: HttpParseError) -> None:
         self.error = err
         self.keep_alive = False
-        self.awaiting_framing = False
+        self.slow_read = True  # the next read raises it
         self._parser = None
 
     def _feed_chunked(self, data: bytes) -> None:
@@ -365,7 +404,8 @@ class ResponseParser:
         try:
             self._feed(data)
             if self.message_complete:
-                self.awaiting_framing = False
+                if self.error is None:
+                    self.slow_read = False
                 return
             body = self.body_bytes - body0
             heads = self._chunk_headers - heads0
@@ -374,16 +414,16 @@ class ResponseParser:
                 self._trailer_bytes += len(data)
                 if self._trailer_bytes > 2 * self.max_header_size:  # a field still arriving
                     raise _overflow()
-                self.awaiting_framing = True
+                self.slow_read = True
             elif not heads and not body:
                 self._size_line += len(data)
                 if self._size_line > MAX_CHUNK_EXTENSIONS:
                     raise _overflow("Chunk extensions overflow", "HPE_CHUNK_EXTENSIONS_OVERFLOW")
-                self.awaiting_framing = True
+                self.slow_read = True
             else:
                 if len(data) - body > (heads + 1) * (MAX_CHUNK_EXTENSIONS + 64):
                     raise _overflow("Chunk extensions overflow", "HPE_CHUNK_EXTENSIONS_OVERFLOW")
-                self.awaiting_framing = self._after_chunk_header and not body
+                self.slow_read = self._after_chunk_header and not body and self.error is None
         except HttpParseError as err:
             self._fail_body(err)
 

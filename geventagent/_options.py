@@ -83,6 +83,9 @@ POOL_OPTIONS: FrozenSet[str] = frozenset(
         "retry",
         "queue_timeout",
         "max_queued",
+        "proxy",
+        "proxy_env",
+        "proxy_tls",
     )
 )
 AGENT_OPTIONS: FrozenSet[str] = POOL_OPTIONS | CONNECT_OPTIONS
@@ -105,6 +108,7 @@ REQUEST_OPTIONS: FrozenSet[str] = (
             "max_header_size",
             "retry",
             "queue_timeout",
+            "proxy",
         )
     )
     | CONNECT_OPTIONS

@@ -30,6 +30,7 @@ import gevent
 from gevent.monkey import get_original
 
 from . import _hub, _options, _policy
+from . import proxy as _proxy
 from ._options import AGENT_OPTIONS, is_number, validate_cap, validate_retry, validate_scheduling, validate_seconds
 from .errors import QueueFull, QueueTimeout, ThreadError, socket_hang_up
 from .events import EventEmitter
@@ -133,6 +134,13 @@ class Agent(EventEmitter):
             nothing; per request too. None (default): as long as it takes.
         max_queued (int | None): requests that may wait for a socket, all origins together; one
             more fails at once with ``QueueFull`` (``ERR_AGENT_QUEUE_FULL``). Default unlimited.
+        proxy (str | None): ``http://[user:password@]host[:port]`` or ``https://...``: requests go
+            through it (``http:`` ones in absolute form, ``https:`` ones through a CONNECT
+            tunnel); a request's own ``proxy=`` wins (``""``: no proxy for it).
+        proxy_env (bool): take the proxy from ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY``
+            (read once, now; the lower-case names win). Default False, as Node's ``proxyEnv``.
+        proxy_tls (Mapping | None): TLS options (``ca``, ``cert``, ``key``, ``reject_unauthorized``,
+            ...) for the connection to an ``https://`` proxy.
         local_address, family (4/6), socket_path, no_delay (default True), connect_timeout:
             connect options (Node's ``net.connect`` options in snake_case).
 
@@ -166,6 +174,9 @@ class Agent(EventEmitter):
         retry: Any = "idempotent",
         queue_timeout: Optional[float] = None,
         max_queued: Optional[float] = None,
+        proxy: Optional[str] = None,
+        proxy_env: bool = False,
+        proxy_tls: Optional[Dict[str, Any]] = None,
         **connect_options: Any,
     ) -> None:
         if connect_options:
@@ -191,6 +202,12 @@ class Agent(EventEmitter):
         self.queue_timeout = validate_seconds("queue_timeout", queue_timeout)
         self.max_queued = validate_cap("max_queued", max_queued, 0)
         self.keep_alive = keep_alive
+        self.proxy = proxy or None
+        self._proxy = _proxy.parse_proxy(proxy) if proxy else None
+        self._proxy_env = _proxy.ProxyEnv() if proxy_env else None
+        if proxy_tls:
+            _options.check_names(proxy_tls, _options.TLS_OPTIONS, "proxy_tls")
+        self.proxy_tls: Dict[str, Any] = dict(proxy_tls or {})
         self.options: Dict[str, Any] = dict(connect_options)
         self.options.setdefault("no_delay", True)
         if timeout:
@@ -252,7 +269,32 @@ class Agent(EventEmitter):
         path = options.get("socket_path")
         if path:
             name += ":" + path
+        proxy = options.get("_proxy")
+        if proxy is not None:
+            name += ":proxy=" + proxy.key
         return name
+
+    def _with_proxy(self, options: Dict[str, Any]) -> None:
+        """Which proxy, if any, carries a request with these (merged) options: its own ``proxy``
+        (``""`` or None-like: none), else the agent's, else the environment's rule for its origin.
+        Sets ``options["_proxy"]`` (a :class:`~geventagent.proxy.Proxy`) or removes it."""
+        if "_proxy" in options:
+            return
+        if "proxy" in options:
+            given = options.pop("proxy")
+            chosen = _proxy.parse_proxy(given) if given else None
+        elif self._proxy is not None:
+            chosen = self._proxy
+        elif self._proxy_env is not None:
+            chosen = self._proxy_env.for_target(
+                self.protocol, options.get("host") or "localhost", int(options.get("port") or self.default_port)
+            )
+        else:
+            return
+        if chosen is not None and not options.get("socket_path"):
+            options["_proxy"] = chosen
+            if chosen.scheme == "https":
+                options["_proxy_tls"] = self.proxy_tls
 
     # -- guards -----------------------------------------------------------------------------------
     def _check_context(self) -> None:
@@ -311,6 +353,8 @@ class Agent(EventEmitter):
         self._check_context()
         given = options
         options = {**options, **self.options}
+        if self._proxy is not None or self._proxy_env is not None or "proxy" in options:
+            self._with_proxy(options)
         name = self.get_name(options)
         self.counters["requests"] += 1
         if not req.fresh_connection and name in self.free_sockets:
@@ -465,6 +509,8 @@ class Agent(EventEmitter):
         Exceptions raised by ``create_connection`` propagate (as in Node).
         """
         options = {**options, **self.options}
+        if self._proxy is not None or self._proxy_env is not None or "proxy" in options:
+            self._with_proxy(options)
         name = self.get_name(options)
         options["_agent_key"] = name
         if self.keep_alive:
@@ -726,13 +772,19 @@ class Agent(EventEmitter):
             ``queue_timeouts``, ``queue_full``), ``total_socket_count``, the gauges ``active`` /
             ``free`` / ``queued``, ``queue_wait`` (``{"count", "total_seconds",
             "max_seconds"}`` of the requests served after waiting), ``close_reasons``
-            (``{reason: n}``) and ``origins`` (``{name: {"active", "free", "queued"}}``).
+            (``{reason: n}``), ``origins`` (``{name: {"active", "free", "queued"}}``) and
+            ``proxies`` (the same counts per proxy, keyed like ``proxy.key``).
         """
         self._check_fork()
         origins: Dict[str, Dict[str, int]] = {}
+        proxies: Dict[str, Dict[str, int]] = {}
         for key, attr in (("active", self.sockets), ("free", self.free_sockets), ("queued", self._queues)):
             for name, group in attr.items():
                 origins.setdefault(name, {"active": 0, "free": 0, "queued": 0})[key] = len(group)
+                if ":proxy=" in name:
+                    via = name.rpartition(":proxy=")[2]
+                    counts = proxies.setdefault(via, {"active": 0, "free": 0, "queued": 0})
+                    counts[key] += len(group)
         result: Dict[str, Any] = dict(self.counters)
         result.update(
             total_socket_count=self.total_socket_count,
@@ -746,6 +798,7 @@ class Agent(EventEmitter):
             },
             close_reasons=dict(self.close_reasons),
             origins=origins,
+            proxies=proxies,
         )
         return result
 

@@ -407,7 +407,7 @@ class ClientRequest(OutgoingMessage):
         """Acquire a socket and write the head for a body written piece by piece."""
         chunked, _ = decide_framing(self._headers, self.method, None)
         exchange = self._acquire()
-        head = self._encode_head(None, chunked, False)
+        head = self._encode_head(None, chunked, False, exchange.socket.plain_proxy)
         exchange.keep_alive = self.should_keep_alive
         length = self._headers.get("content-length")
         exchange.send_head(head, chunked, None if chunked or length is None else int(str(length[1]).strip()))
@@ -536,7 +536,7 @@ class ClientRequest(OutgoingMessage):
         exchange = self._acquire()
         if self._events and "socket" in self._events:  # a 'socket' listener may have set headers
             chunked, add_length = decide_framing(headers, self.method, length)
-        head = self._encode_head(length, chunked, add_length)
+        head = self._encode_head(length, chunked, add_length, exchange.socket.plain_proxy)
         exchange.keep_alive = self.should_keep_alive
         expect = headers.get("expect")
         if expect is not None and str(expect[1]).lower() == "100-continue" and length != 0:
@@ -630,9 +630,10 @@ class ClientRequest(OutgoingMessage):
     def _read_response(self, exchange: Exchange) -> IncomingMessage:
         parser = exchange.read_head(self._on_interim)
         if exchange.socket.requests > 1:  # served on a connection that served one before
-            counters = getattr(self.agent, "counters", None)
-            if counters is not None:
-                counters["reused"] += 1
+            try:
+                self.agent.counters["reused"] += 1
+            except (AttributeError, KeyError):  # an Agent-like object without our counters
+                pass
         self._t_first_byte = exchange.t_first_byte
         self._t_headers = _now()
         res = IncomingMessage(self, exchange, parser)
@@ -649,8 +650,7 @@ class ClientRequest(OutgoingMessage):
             # close it. Hold it weakly (dropping it unread then frees it by reference counting,
             # and its finalizer closes the socket), and let the socket's inactivity timeout run
             # while nobody reads (see IncomingMessage._watch_unread).
-            self._res = weakref.ref(res)
-            res._watch_unread(exchange.socket.timeout)
+            self._res = res._watch_unread(exchange.socket.timeout)
         return res
 
     @property
@@ -706,6 +706,7 @@ class ClientRequest(OutgoingMessage):
         self._res = None  # res.req stays; dropping this side frees both without the cycle collector
 
     def _response_aborted(self, res: IncomingMessage) -> None:
+        self._res = None  # (an unread one's weak reference: its callback has nothing left to do)
         self._exchange = None
         self._stage = _RELEASED
         self._emit_close()

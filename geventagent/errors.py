@@ -23,6 +23,8 @@ __all__ = [
     "ContentLengthMismatch",
     "QueueTimeout",
     "QueueFull",
+    "ProxyConfigError",
+    "ProxyTunnelError",
     "NetworkError",
     "ConnectionRefused",
     "ConnectionReset",
@@ -114,6 +116,13 @@ class UnknownOptionError(InvalidArgValueError):
         self.suggestion = suggestion
 
 
+class ProxyConfigError(InvalidArgValueError):
+    """A proxy URL that cannot be used: unparsable, no host, or a scheme other than http/https
+    (Node ``ERR_PROXY_INVALID_CONFIG``); raised when the agent or request is made."""
+
+    code = "ERR_PROXY_INVALID_CONFIG"
+
+
 class ContentLengthMismatch(GeventAgentError, ValueError):
     """The caller's ``Content-Length`` header disagrees with the body's length (Node
     ``ERR_HTTP_CONTENT_LENGTH_MISMATCH``): nothing was sent."""
@@ -155,6 +164,16 @@ class RequestTimeout(NetworkError, TimeoutError):
     """The socket was inactive for longer than ``timeout`` / ``connect_timeout`` (``ETIMEDOUT``)."""
 
     code = "ETIMEDOUT"
+
+
+class ProxyTunnelError(NetworkError, ConnectionError):
+    """A proxy would not open a ``CONNECT`` tunnel (Node ``ERR_PROXY_TUNNEL``): ``.status_code``
+    is its answer (407: authentication required; 502, 503: the origin unreachable), None when it
+    closed or misbehaved instead; ``.proxy`` names the proxy."""
+
+    code = "ERR_PROXY_TUNNEL"
+    status_code: Optional[int] = None
+    proxy: Optional[str] = None
 
 
 class QueueTimeout(GeventAgentError, TimeoutError):

@@ -386,18 +386,17 @@ class Exchange:
             self.recv = RECV_HEAD
         elif parser.informational:
             self._take_interim(parser, on_interim)
-        deadline = 0.0
+        deadline = 0.0  # the head, interim ones included, ends within `timeout` however it drips
         while not parser.headers_complete:
-            within = None
-            timeout = socket.timeout
-            if timeout:  # the head, interim ones included, ends within `timeout` however it drips
-                if not deadline:
-                    deadline = _mono() + timeout
-                else:
-                    within = deadline - _mono()
-                    if within <= 0:
-                        raise _drip_timeout("response head", timeout)
-            data = socket.recv(HEAD_READ_SIZE, within)
+            if deadline:
+                within = deadline - _mono()
+                if within <= 0:
+                    raise _drip_timeout("response head", socket.timeout)
+                data = socket.recv(HEAD_READ_SIZE, within)
+            else:
+                if socket.timeout:
+                    deadline = _mono() + socket.timeout
+                data = socket.recv(HEAD_READ_SIZE)
             if not data:
                 raise socket_hang_up()
             if not self.t_first_byte:
@@ -423,22 +422,12 @@ class Exchange:
         """
         parser = self.parser
         assert parser is not None
-        if parser.error is not None:
-            raise parser.error
-        socket = self.socket
-        if parser.awaiting_framing and socket.timeout:
-            # a chunk size line (its extensions) or the trailers ends within `timeout` of its start
-            now = _mono()
-            since = self.framing_since
-            if not since:
-                since = self.framing_since = now
-            within = since + socket.timeout - now
-            if within <= 0:
-                raise _drip_timeout("chunk framing or trailers", socket.timeout)
-            data = socket.recv(BODY_READ_SIZE, within)
+        if parser.slow_read:  # framing pending (a drip bound applies), or an error to raise
+            data = self._read_framing(parser)
         else:
-            self.framing_since = 0.0
-            data = socket.recv(BODY_READ_SIZE)
+            if self.framing_since:
+                self.framing_since = 0.0
+            data = self.socket.recv(BODY_READ_SIZE)
         if data:
             parser.feed(data)
         elif not parser.feed_eof():
@@ -446,9 +435,24 @@ class Exchange:
         if parser.message_complete:
             self._recv_done(parser)
             return True
+        return False  # (an error found now: the response's _deliver() raises it)
+
+    def _read_framing(self, parser: ResponseParser) -> bytes:
+        """A read while framing is pending: a chunk size line (its extensions) or the trailers end
+        within the socket's ``timeout`` of their start, however the server drips them."""
         if parser.error is not None:
             raise parser.error
-        return False
+        socket = self.socket
+        if not socket.timeout:
+            return socket.recv(BODY_READ_SIZE)
+        now = _mono()
+        since = self.framing_since
+        if not since:
+            since = self.framing_since = now
+        within = since + socket.timeout - now
+        if within <= 0:
+            raise _drip_timeout("chunk framing or trailers", socket.timeout)
+        return socket.recv(BODY_READ_SIZE, within)
 
     def _recv_done(self, parser: ResponseParser) -> None:
         recv = self.recv

@@ -8,6 +8,7 @@ which hands the socket back. This module imports neither the agent nor the reque
 
 from __future__ import annotations
 
+import functools
 import json as _json
 import weakref
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Protocol, Tuple, Union
@@ -102,6 +103,9 @@ class IncomingMessage(EventEmitter):
     Events: ``'data'(chunk)``, ``'end'``, ``'aborted'``, ``'error'(exc)``, ``'close'``.
     """
 
+    _unread: Any = None  # the unread-timeout timer while the caller holds it, its body to come
+    _failure: Optional[BaseException] = None  # why it was aborted while nobody read
+
     def __init__(self, req: ResponseOwner, exchange: "Exchange", parser: "ResponseParser") -> None:
         self.req = req
         self._exchange = exchange
@@ -117,8 +121,6 @@ class IncomingMessage(EventEmitter):
         self._headers: Optional[Dict[str, Any]] = None
         self._consumed = 0
         self._emitted = 0
-        self._unread: Any = None  # (finalizer, timer) while the caller holds it with its body to come
-        self._failure: Optional[BaseException] = None  # why it was aborted while nobody read
 
     def __repr__(self) -> str:
         return "<IncomingMessage %d %s>" % (self.status_code, "complete" if self.complete else "streaming")
@@ -188,25 +190,26 @@ class IncomingMessage(EventEmitter):
         self.req._response_complete(self)  # emits 'end' at Node's point in the sequence
 
     # -- a response the caller holds unread -----------------------------------------------------
-    def _watch_unread(self, seconds: float) -> None:
-        """The request returned this response before its body ended. If the caller drops it
-        unread, a finalizer destroys the socket (``close_reason="unread"``) so the slot is free
-        again (no ``__del__``: nothing can resurrect it). If nobody reads for ``seconds`` (the
-        socket's inactivity timeout; 0: none), the request emits ``'timeout'``, the socket is
-        destroyed (``close_reason="timeout"``) and a later read raises ``ETIMEDOUT``."""
+    def _watch_unread(self, seconds: float) -> "weakref.ReferenceType[IncomingMessage]":
+        """The request returned this response before its body ended; returns the weak reference
+        the request keeps to it. If the caller drops the response unread, that reference's
+        callback destroys the socket (``close_reason="unread"``) so the slot is free again (no
+        ``__del__``: nothing can resurrect it; the request drops the reference, and with it the
+        callback, once the response ended). If nobody reads for ``seconds`` (the socket's
+        inactivity timeout; 0: none), the request emits ``'timeout'``, the socket is destroyed
+        (``close_reason="timeout"``) and a later read raises ``ETIMEDOUT``."""
         exchange = self._exchange
         loop = gevent.get_hub().loop
         timer = None
         if seconds:
             timer = loop.timer(seconds, seconds, ref=True)  # a waiter for this slot is woken by it
             timer.start(_unread_timeout, weakref.ref(self))
-        finalizer = weakref.finalize(self, _unread_dropped, loop, exchange, exchange.cycle, timer)
-        self._unread = (finalizer, timer)
+        self._unread = timer
+        return weakref.ref(self, functools.partial(_unread_dropped, loop, exchange, exchange.cycle, timer))
 
     def _unwatch(self) -> None:
-        finalizer, timer = self._unread
+        timer = self._unread
         self._unread = None
-        finalizer.detach()
         if timer is not None:
             timer.close()
 
@@ -218,9 +221,9 @@ class IncomingMessage(EventEmitter):
             err = self._failure or ConnectionReset("aborted")
             self._abort(err)
             raise err
-        unread = self._unread
-        if unread is not None and unread[1] is not None:
-            unread[1].stop()  # reading: the socket's own timeout applies now
+        timer = self._unread
+        if timer is not None:
+            timer.stop()  # reading: the socket's own timeout applies now
         try:
             self._exchange.read_more()
         except BaseException as exc:
@@ -229,9 +232,9 @@ class IncomingMessage(EventEmitter):
             self._abort(exc)
             raise
         self._deliver()
-        unread = self._unread
-        if unread is not None and unread[1] is not None:
-            unread[1].again(_unread_timeout, weakref.ref(self))
+        timer = self._unread
+        if timer is not None:
+            timer.again(_unread_timeout, weakref.ref(self))
 
     def _abort(self, exc: Optional[BaseException], reason: str = "error") -> None:
         """The message cannot complete: destroy the socket (never pooled) and emit Node's events:
@@ -381,9 +384,9 @@ class IncomingMessage(EventEmitter):
         self.close()
 
 
-def _unread_dropped(loop: Any, exchange: "Exchange", cycle: int, timer: Any) -> None:
-    """The finalizer of a response dropped unread: destroy its socket, from the hub's next round
-    (the garbage collector may run it in the middle of the agent's bookkeeping)."""
+def _unread_dropped(loop: Any, exchange: "Exchange", cycle: int, timer: Any, ref: Any = None) -> None:
+    """A response dropped unread: destroy its socket, from the hub's next round (the garbage
+    collector may run this in the middle of the agent's bookkeeping)."""
     if timer is not None:
         timer.close()
     loop.run_callback(_release_unread, exchange, cycle)

@@ -167,9 +167,18 @@ class OutgoingMessage(EventEmitter):
             pairs.append(("Content-Length", str(length)))
         return pairs
 
-    def _encode_head(self, length: Optional[int], chunked: bool, add_length: bool) -> bytes:
-        """The request line and header fields, encoded (latin-1); marks the head as sent."""
+    def _encode_head(self, length: Optional[int], chunked: bool, add_length: bool, proxy: Any = None) -> bytes:
+        """The request line and header fields, encoded (latin-1); marks the head as sent.
+        ``proxy``: a :class:`~geventagent.proxy.Proxy` the request goes to as is: the request
+        target is then in absolute form, with ``Proxy-Authorization`` when the proxy has one."""
         headers = self._headers
+        if proxy is not None:
+            host = headers["host"][1] if "host" in headers else getattr(self, "host", "localhost")
+            pairs = self._head_pairs(length, chunked, add_length)
+            if proxy.authorization and "proxy-authorization" not in headers:
+                pairs.append(("Proxy-Authorization", proxy.authorization))
+            self.headers_sent = True
+            return encode_head(self.method, "http://%s%s" % (host, self.path), pairs)
         if len(headers) == 1 and "host" in headers:
             # Only the Host header we set: the head is a function of a few values; cache it.
             key = (self.method, self.path, headers["host"][1], self.should_keep_alive, length, chunked, add_length)

@@ -127,6 +127,7 @@ class Socket(EventEmitter):
         "_hub",
         "_idle_list",
         "_fd",
+        "plain_proxy",
     )
 
     def __init__(self, options: Optional[Dict[str, Any]] = None, sock: Any = None) -> None:
@@ -170,6 +171,8 @@ class Socket(EventEmitter):
         self._peer: Any = None
         self._local: Any = None
         self._fd = -1  # the file descriptor once connected (for the cork's readiness check)
+        # the proxy this socket's requests go to as they are (absolute form), when it does not tunnel
+        self.plain_proxy: Any = self.options.get("_proxy") if not self.tunnels else None
 
     def __repr__(self) -> str:
         state = self.status()
@@ -289,6 +292,7 @@ class Socket(EventEmitter):
         self.connecting = True
         limit = opts.get("connect_timeout") or opts.get("timeout") or None
         path = opts.get("socket_path")
+        proxy = opts.get("_proxy")
         address = ""
         host: Optional[str] = None
         port: Optional[int] = None
@@ -299,6 +303,10 @@ class Socket(EventEmitter):
                 self._sock = sock
                 sock.settimeout(limit)
                 sock.connect(path)
+            elif proxy is not None:
+                host, port = proxy.host, proxy.port
+                address = "%s:%s" % (host, port)
+                sock = self._via_proxy(self._connect_tcp(host, port, limit), proxy, limit)
             else:
                 host = opts.get("host") or "localhost"
                 port = int(opts.get("port") or 80)
@@ -315,12 +323,33 @@ class Socket(EventEmitter):
                     err.port = port
                 if isinstance(err, RequestTimeout):
                     self.emit("timeout")
-                self.destroy(err, reason="connect_error")
+                tunnel_failed = proxy is not None and getattr(err, "code", "") == "ERR_PROXY_TUNNEL"
+                self.destroy(err, reason="proxy_tunnel" if tunnel_failed else "connect_error")
                 raise err from exc
             self.destroy(reason="connect_error")
             raise
         self.emit("connect")
         return self
+
+    #: Whether this kind of socket reaches its origin through a proxy with a CONNECT tunnel (TLS
+    #: sockets do; a plain one sends its requests to the proxy in absolute form instead).
+    tunnels = False
+
+    def _via_proxy(self, sock: Any, proxy: Any, limit: Optional[float]) -> Any:
+        """Connected to ``proxy``: TLS to it when it is an ``https://`` proxy, then the CONNECT
+        tunnel to the origin when this socket :attr:`tunnels`. Returns the socket to use."""
+        if proxy.scheme == "https":
+            from .tls import proxy_tls
+
+            sock = proxy_tls(sock, proxy, self.options.get("_proxy_tls") or {}, limit)
+            self._sock = sock
+        if self.tunnels:
+            from .proxy import tunnel
+
+            sock.settimeout(limit)
+            opts = self.options
+            tunnel(sock, opts.get("host") or "localhost", int(opts.get("port") or 443), proxy, 16 * 1024)
+        return sock
 
     def _connect_tcp(self, host: str, port: int, limit: Optional[float]) -> Any:
         opts = self.options

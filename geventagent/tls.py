@@ -17,7 +17,7 @@ from gevent import ssl as gssl
 from .errors import GeventAgentError, InvalidArgValueError, NetworkError
 from .socket import Socket, _is_ip
 
-__all__ = ["TlsError", "build_context", "TlsSocket"]
+__all__ = ["TlsError", "build_context", "TlsSocket", "TlsInTls", "proxy_tls"]
 
 # OpenSSL X509_V_ERR_* -> Node's codes
 _VERIFY_CODES = {
@@ -183,11 +183,122 @@ _SECURE_PROTOCOLS = {
 }
 
 
+def proxy_tls(sock: Any, proxy: Any, options: Dict[str, Any], limit: Optional[float]) -> Any:
+    """TLS to an ``https://`` proxy on the connected gevent ``sock`` (``options``: the agent's
+    ``proxy_tls``), verified against the proxy's name. Returns the TLS socket.
+
+    Raises:
+        TlsError: the handshake failed (Node's codes).
+    """
+    ctx = build_context(options)
+    sock.settimeout(limit)
+    name = options.get("servername") or proxy.host  # (an IP is checked as an IP, with no SNI)
+    tls = ctx.wrap_socket(sock, server_hostname=name, do_handshake_on_connect=False)
+    try:
+        tls.do_handshake()
+    except ssl.SSLError as exc:
+        raise from_ssl_error(exc, proxy.host) from exc
+    return tls
+
+
+class TlsInTls:
+    """TLS to the origin inside the TLS to an ``https://`` proxy: an ``SSLObject`` over memory
+    BIOs whose records travel on the outer, cooperative TLS socket (Python's ``wrap_socket``
+    cannot wrap a TLS socket again). Offers what :class:`~geventagent.socket.Socket` uses of a
+    socket: ``recv``, ``send``, ``sendall``, timeouts, ``fileno``, addresses, ``close``."""
+
+    def __init__(self, outer: Any, ctx: Any, server_hostname: Optional[str], session: Any) -> None:
+        self.outer = outer
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._sslobj = ctx.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname, session=session)
+        self._sock = getattr(outer, "_sock", None)  # the TCP socket (the idle check peeks at it)
+        self.family = outer.family
+
+    def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            self.outer.sendall(data)
+
+    def _fill(self) -> None:
+        data = self.outer.recv(65536)
+        if data:
+            self._incoming.write(data)
+        else:
+            self._incoming.write_eof()
+
+    def do_handshake(self) -> None:
+        while True:
+            try:
+                self._sslobj.do_handshake()
+                self._flush()
+                return
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            try:
+                return self._sslobj.read(size)
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+    def sendall(self, data: Any) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = self._sslobj.write(view)
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+                continue
+            view = view[written:]
+            self._flush()
+
+    def send(self, data: Any) -> int:
+        self.sendall(data)
+        return len(data)
+
+    def settimeout(self, seconds: Optional[float]) -> None:
+        self.outer.settimeout(seconds)
+
+    def gettimeout(self) -> Optional[float]:
+        return self.outer.gettimeout()
+
+    def fileno(self) -> int:
+        return self.outer.fileno()
+
+    def getpeername(self) -> Any:
+        return self.outer.getpeername()
+
+    def getsockname(self) -> Any:
+        return self.outer.getsockname()
+
+    def setsockopt(self, *args: Any) -> None:
+        self.outer.setsockopt(*args)
+
+    def close(self) -> None:
+        self.outer.close()
+
+    @property
+    def session(self) -> Any:
+        return self._sslobj.session
+
+    @property
+    def session_reused(self) -> bool:
+        return bool(self._sslobj.session_reused)
+
+
 class TlsSocket(Socket):
     """A :class:`Socket` that performs a TLS handshake after connecting, resuming the agent's cached
-    session for its origin when there is one."""
+    session for its origin when there is one. Through a proxy it opens a CONNECT tunnel first."""
 
     __slots__ = ("_https_agent", "session_reused")
+    tunnels = True
 
     def __init__(self, options: Dict[str, Any], agent: Any) -> None:
         super().__init__(options)
@@ -204,12 +315,16 @@ class TlsSocket(Socket):
         ctx = agent._context_for(opts)
         limit = opts.get("connect_timeout") or opts.get("timeout") or None
         sock.settimeout(limit)
-        tls = ctx.wrap_socket(
-            sock,
-            server_hostname=servername,
-            do_handshake_on_connect=False,
-            session=session if session is not None else None,
-        )
+        tls: Any
+        if getattr(sock, "_sslobj", None) is not None:  # through an https:// proxy: TLS in its TLS
+            tls = TlsInTls(sock, ctx, servername, session)
+        else:
+            tls = ctx.wrap_socket(
+                sock,
+                server_hostname=servername,
+                do_handshake_on_connect=False,
+                session=session if session is not None else None,
+            )
         self._sock = tls
         try:
             tls.do_handshake()
