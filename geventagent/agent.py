@@ -277,7 +277,7 @@ class Agent(EventEmitter):
     def _with_proxy(self, options: Dict[str, Any]) -> None:
         """Which proxy, if any, carries a request with these (merged) options: its own ``proxy``
         (``""`` or None-like: none), else the agent's, else the environment's rule for its origin.
-        Sets ``options["_proxy"]`` (a :class:`~geventagent.proxy.Proxy`) or removes it."""
+        Sets ``options["_proxy"]``: a :class:`~geventagent.proxy.Proxy`, or None (decided: direct)."""
         if "_proxy" in options:
             return
         if "proxy" in options:
@@ -291,10 +291,11 @@ class Agent(EventEmitter):
             )
         else:
             return
-        if chosen is not None and not options.get("socket_path"):
-            options["_proxy"] = chosen
-            if chosen.scheme == "https":
-                options["_proxy_tls"] = self.proxy_tls
+        if options.get("socket_path"):
+            chosen = None
+        options["_proxy"] = chosen
+        if chosen is not None and chosen.scheme == "https":
+            options["_proxy_tls"] = self.proxy_tls
 
     # -- guards -----------------------------------------------------------------------------------
     def _check_context(self) -> None:

@@ -197,8 +197,19 @@ def proxy_tls(sock: Any, proxy: Any, options: Dict[str, Any], limit: Optional[fl
     try:
         tls.do_handshake()
     except ssl.SSLError as exc:
-        raise from_ssl_error(exc, proxy.host) from exc
+        raise from_ssl_error(exc, proxy.host, _chain_length(exc, tls)) from exc
     return tls
+
+
+def _chain_length(exc: BaseException, tls: Any) -> int:
+    """How many certificates the peer sent, after a failed verification (0: unknown)."""
+    if not isinstance(exc, ssl.SSLCertVerificationError):
+        return 0
+    try:  # Python 3.10+ (public in 3.13)
+        chain = tls._sslobj.get_unverified_chain()
+    except (AttributeError, ValueError, ssl.SSLError):
+        return 0
+    return len(chain) if chain else 0
 
 
 class TlsInTls:
@@ -331,14 +342,7 @@ class TlsSocket(Socket):
         except ssl.SSLError as exc:
             if session is not None and key:
                 agent._evict_session(key)
-            chain: Any = None
-            if isinstance(exc, ssl.SSLCertVerificationError):
-                try:  # the chain the server sent (Python 3.10+, public in 3.13)
-                    chain = tls._sslobj.get_unverified_chain()
-                except (AttributeError, ValueError, ssl.SSLError):
-                    chain = None
-            err = from_ssl_error(exc, servername or "", len(chain) if chain else 0)
-            raise err from exc
+            raise from_ssl_error(exc, servername or "", _chain_length(exc, tls)) from exc
         self.session_reused = bool(tls.session_reused)
         if key:
             agent._cache_session(key, tls.session)

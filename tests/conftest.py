@@ -4,10 +4,13 @@ leak check (file descriptors, agent gauges) around every test."""
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any, Callable, List
 
 import gevent
 import pytest
+import trustme
+from gevent import ssl as gssl
 
 import geventagent as ga
 from geventagent.testing import HttpTestServer, Response  # noqa: F401  (re-exported for tests)
@@ -72,3 +75,44 @@ def spawn_all(*funcs: Callable[[], Any], timeout: float = 10) -> List[Any]:
     gevent.joinall(greenlets, timeout=timeout, raise_error=True)
     assert all(g.ready() for g in greenlets), "greenlets did not finish in %ss" % timeout
     return [g.value for g in greenlets]
+
+
+# -- TLS: a test CA, servers with its certificates, HttpsAgents trusting it ---------------------------
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+def server_context(ca, *names, leaf=None):
+    ctx = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    (leaf or ca.issue_cert(*(names or ("localhost", "127.0.0.1", "sni.test")))).configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture
+def tls_server(ca, ga_make_server):
+    def make(handler=None, ctx=None, **kw):
+        names = []
+        ctx = ctx or server_context(ca)
+        ctx.sni_callback = lambda sslobj, name, c: names.append(name)
+        server = ga_make_server(handler, ssl_context=ctx, **kw)
+        server.sni_names = names
+        return server
+
+    return make
+
+
+@pytest.fixture
+def https_agent(ca):
+    agents = []
+
+    def make(**kw):
+        kw.setdefault("ca", ca.cert_pem.bytes())
+        agent = ga.HttpsAgent(**kw)
+        agents.append(agent)
+        return agent
+
+    yield make
+    for agent in agents:
+        agent.destroy()
+        assert agent.total_socket_count == 0

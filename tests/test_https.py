@@ -15,47 +15,7 @@ from gevent.server import StreamServer
 import geventagent as ga
 from geventagent.testing import Response
 
-from .conftest import spawn_all
-
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-def server_context(ca, *names, leaf=None):
-    ctx = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    (leaf or ca.issue_cert(*(names or ("localhost", "127.0.0.1", "sni.test")))).configure_cert(ctx)
-    return ctx
-
-
-@pytest.fixture
-def tls_server(ca, ga_make_server):
-    def make(handler=None, ctx=None, **kw):
-        names = []
-        ctx = ctx or server_context(ca)
-        ctx.sni_callback = lambda sslobj, name, c: names.append(name)
-        server = ga_make_server(handler, ssl_context=ctx, **kw)
-        server.sni_names = names
-        return server
-
-    return make
-
-
-@pytest.fixture
-def https_agent(ca):
-    agents = []
-
-    def make(**kw):
-        kw.setdefault("ca", ca.cert_pem.bytes())
-        agent = ga.HttpsAgent(**kw)
-        agents.append(agent)
-        return agent
-
-    yield make
-    for agent in agents:
-        agent.destroy()
-        assert agent.total_socket_count == 0
+from .conftest import server_context, spawn_all
 
 
 def test_verified_request_with_ca_bytes_text_and_path(tls_server, https_agent, ca, tmp_path):
