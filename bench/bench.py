@@ -38,7 +38,19 @@ CLIENTS = ["geventagent", "geventhttpclient", "urllib3", "requests", "httpx", "n
 REPEATED = ("geventagent", "baseline", "geventhttpclient", "node", "raw", "rawpool")
 #: The source tree of ``--baseline`` (set in main).
 BASELINE_DIR = ""
-WORKLOADS = ["tiny", "1mib", "post64k", "no_keepalive", "wait10k", "origins1k"]
+WORKLOADS = [
+    "tiny",
+    "1mib",
+    "post64k",
+    "no_keepalive",
+    "wait10k",
+    "origins1k",
+    "spawn_tiny",
+    "https_tiny",
+    "https_no_keepalive",
+]
+#: Workloads that need nginx (1,000 listeners, TLS).
+NGINX_ONLY = ("origins1k", "https_tiny", "https_no_keepalive")
 ORIGINS = 1000
 
 
@@ -68,7 +80,23 @@ def taskset(cpu: int, cmd: list) -> list:
     )
 
 
-def start_nginx(workdir: str, port: int, origin_base: int) -> subprocess.Popen:
+def make_certificates(workdir: str) -> str:
+    """A local CA (trustme) and nginx's certificate for 127.0.0.1 and localhost; returns the CA's path."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(os.path.join(workdir, "key.pem"))
+    with open(os.path.join(workdir, "cert.pem"), "wb") as fh:
+        for pem in cert.cert_chain_pems:
+            fh.write(pem.bytes())
+    for name in ("key.pem", "cert.pem"):
+        os.chmod(os.path.join(workdir, name), 0o644)
+    ca.cert_pem.write_to_path(os.path.join(workdir, "ca.pem"))
+    return os.path.join(workdir, "ca.pem")
+
+
+def start_nginx(workdir: str, port: int, origin_base: int, tls_port: int = 0) -> subprocess.Popen:
     os.chmod(workdir, 0o755)  # nginx workers run unprivileged
     with open(os.path.join(workdir, "1mib"), "wb") as fh:
         fh.write(os.urandom(1 << 20))
@@ -95,8 +123,24 @@ http {
     location = /post { return 200 "ok"; }
     location = /1mib { root %(d)s; }
   }
+  %(tls)s
 }
-""" % {"d": workdir, "port": port, "listens": listens}
+""" % {
+        "d": workdir,
+        "port": port,
+        "listens": listens,
+        "tls": (
+            """server {
+    listen 127.0.0.1:%d ssl;
+    ssl_certificate %s/cert.pem; ssl_certificate_key %s/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_tickets on;
+    location = /tiny { return 200 "hello"; }
+  }"""
+            % (tls_port, workdir, workdir)
+            if tls_port
+            else ""
+        ),
+    }
     path = os.path.join(workdir, "nginx.conf")
     with open(path, "w") as fh:
         fh.write(conf)
@@ -129,6 +173,10 @@ def start_python_server(port_holder: list) -> subprocess.Popen:
     return proc
 
 
+#: What the clients need to reach nginx's TLS listener (set in main).
+TLS_ENV: dict = {}
+
+
 def run_one(client: str, workload: str, port: int, origin_base: int) -> dict:
     path = ROOT
     if client == "baseline":  # the other commit's library through this commit's workload code
@@ -138,14 +186,20 @@ def run_one(client: str, workload: str, port: int, origin_base: int) -> dict:
             return {"skipped": "node not installed"}
         cmd = ["node", os.path.join(HERE, "node_client.js"), workload, str(port), str(origin_base)]
     else:
-        if client == "raw" and workload in ("wait10k", "origins1k"):
+        if client == "raw" and workload in ("wait10k", "origins1k", "spawn_tiny"):
             return {"skipped": "n/a (see rawpool)"}
-        if client == "rawpool" and workload not in ("tiny", "wait10k", "origins1k"):
+        if client == "rawpool" and workload not in ("tiny", "wait10k", "origins1k", "spawn_tiny"):
+            return {"skipped": "n/a"}
+        if client == "raw" and workload.startswith("https"):
             return {"skipped": "n/a"}
         cmd = [sys.executable, os.path.join(HERE, "clients.py"), client, workload, str(port), str(origin_base)]
     try:
         proc = subprocess.run(
-            taskset(0, cmd), capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=path)
+            taskset(0, cmd),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ, PYTHONPATH=path, **TLS_ENV),
         )
     except subprocess.TimeoutExpired:
         return {"skipped": "timeout"}
@@ -161,27 +215,38 @@ def run_one(client: str, workload: str, port: int, origin_base: int) -> dict:
     return result
 
 
-def idle_socket_heap(port: int) -> float:
-    code = """
+def idle_socket_heap(port: int, tls: bool = False) -> float:
+    """Bytes of Python heap (tracemalloc) per idle pooled socket, over 500 sockets. With ``tls``,
+    OpenSSL's own allocations (outside Python's allocator) are not counted."""
+    make = (
+        "ga.HttpsAgent(keep_alive=True, max_free_sockets=N, ca=%r)" % TLS_ENV.get("GA_BENCH_CA")
+        if tls
+        else ("ga.Agent(keep_alive=True, max_free_sockets=N)")
+    )
+    scheme = "https" if tls else "http"
+    code = (
+        """
 import tracemalloc, gevent, geventagent as ga
 N = 500
-agent = ga.Agent(keep_alive=True, max_free_sockets=N)
-def one(): agent.get("http://127.0.0.1:%d/tiny").read()
+agent = MAKE
+def one(): agent.get("SCHEME://127.0.0.1:%d/tiny").read()
 gevent.joinall([gevent.spawn(one) for _ in range(N)])  # N connections
 gevent.joinall([gevent.spawn(one) for _ in range(N)])
 import gc
 tracemalloc.start()
 gc.collect()
 before = tracemalloc.take_snapshot()
-agent2 = ga.Agent(keep_alive=True, max_free_sockets=N)
-gevent.joinall([gevent.spawn(lambda: agent2.get("http://127.0.0.1:%d/tiny").read()) for _ in range(N)])
+agent2 = MAKE
+gevent.joinall([gevent.spawn(lambda: agent2.get("SCHEME://127.0.0.1:%d/tiny").read()) for _ in range(N)])
 gevent.sleep(0.1)
 gc.collect()
 after = tracemalloc.take_snapshot()
 free = sum(len(v) for v in agent2.free_sockets.values())
 diff = sum(s.size_diff for s in after.compare_to(before, "filename"))
 print(diff / free)
-""" % (port, port)
+""".replace("MAKE", make).replace("SCHEME", scheme)
+        % (port, port)
+    )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT)
     )
@@ -212,10 +277,12 @@ def main() -> int:
     workloads = args.workloads.split(",")
     os.makedirs(args.out, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="ga-bench-")
-    origin_base = free_port_block(ORIGINS + 1)
+    origin_base = free_port_block(ORIGINS + 2)
     if shutil.which("nginx"):
         port = origin_base + ORIGINS
-        server = start_nginx(workdir, port, origin_base)
+        tls_port = origin_base + ORIGINS + 1
+        TLS_ENV.update(GA_BENCH_TLS_PORT=str(tls_port), GA_BENCH_CA=make_certificates(workdir))
+        server = start_nginx(workdir, port, origin_base, tls_port)
         server_name = "nginx"
     else:
         holder: list = []
@@ -223,7 +290,7 @@ def main() -> int:
         port = holder[0]
         origin_base = port
         server_name = "geventagent.testing (nginx not installed)"
-        workloads = [w for w in workloads if w != "origins1k"]
+        workloads = [w for w in workloads if w not in NGINX_ONLY]
     results: dict = {}
     samples: dict = {w: {c: [] for c in clients} for w in workloads}
     rounds_of: dict = {w: {c: [] for c in clients} for w in workloads}  # the round of each sample
@@ -274,6 +341,11 @@ def main() -> int:
                 row["samples_req_s"] = [round(r["req_s"]) for r in rows if "req_s" in r]
                 results.setdefault(workload, {})[client] = row
         heap = idle_socket_heap(port) if "geventagent" in clients else float("nan")
+        tls_heap = (
+            idle_socket_heap(int(TLS_ENV["GA_BENCH_TLS_PORT"]), tls=True)
+            if "geventagent" in clients and TLS_ENV
+            else float("nan")
+        )
     finally:
         server.terminate()
         try:
@@ -284,7 +356,7 @@ def main() -> int:
         if BASELINE_DIR:
             shutil.rmtree(BASELINE_DIR, ignore_errors=True)
     print("\nserver: %s on CPU 1; each client in its own process on CPU 0; %s" % (server_name, os.uname().machine))
-    header = "%-13s %-17s %10s %9s %8s %9s" % ("workload", "client", "req/s", "MB/s", "ratio", "RSS MiB")
+    header = "%-18s %-17s %10s %9s %8s %9s %8s" % ("workload", "client", "req/s", "MB/s", "ratio", "RSS MiB", "CPU us")
     print(header)
     print("-" * len(header))
     for workload in workloads:
@@ -292,13 +364,13 @@ def main() -> int:
         for client in clients:
             row = results[workload][client]
             if "skipped" in row:
-                print("%-13s %-17s %10s" % (workload, client, "-"))
+                print("%-18s %-17s %10s" % (workload, client, "-"))
                 continue
             ratio = row["req_s"] / base["req_s"] if base.get("req_s") else float("nan")
             row["ratio_to_geventagent"] = ratio
             print(
-                "%-13s %-17s %10.0f %9.1f %8.2f %9.1f"
-                % (workload, client, row["req_s"], row["mb_s"], ratio, row["rss_mib"])
+                "%-18s %-17s %10.0f %9.1f %8.2f %9.1f %8.1f"
+                % (workload, client, row["req_s"], row["mb_s"], ratio, row["rss_mib"], row.get("cpu_us", float("nan")))
             )
     checks = []
 
@@ -335,6 +407,18 @@ def main() -> int:
     if "1mib" in results:
         ok("1 MiB MB/s vs urllib3", get("1mib", "geventagent", "mb_s") / get("1mib", "urllib3", "mb_s"), 1.0)
     checks.append({"target": "heap per idle pooled socket (bytes)", "value": heap, "needed": 4096, "met": heap <= 4096})
+    # issue 16: HTTPS, a greenlet per request
+    for workload, peer, target in (
+        ("https_tiny", "geventhttpclient", 1.5),
+        ("https_tiny", "node", 1.0),
+        ("https_no_keepalive", "geventhttpclient", 1.2),
+        ("spawn_tiny", "geventhttpclient", 1.8),
+        ("spawn_tiny", "rawpool", 0.85),
+    ):
+        mine, theirs = get(workload, "geventagent"), get(workload, peer)
+        if mine == mine and theirs == theirs:
+            ok("%s req/s vs %s" % (workload, peer), mine / theirs, target)
+    reported = {"heap per idle TLS socket (bytes; Python)": tls_heap}  # OpenSSL's memory not counted
     # Not targets: the same scale ratios for Node and for the minimal pool (what 10,000 parked
     # greenlets or 1,000 live connections cost on this machine whatever the client does).
     floors = {}
@@ -356,6 +440,8 @@ def main() -> int:
                 "met" if check["met"] else "NOT MET",
             )
         )
+    for name, value in reported.items():
+        print("  %-40s %8.0f (reported, no target)" % (name[:40], value))
     if floors:
         print("same ratios for comparison (not targets):")
         for name, value in floors.items():
@@ -408,6 +494,7 @@ def main() -> int:
                 "compare": floors,
                 "paired_ratios": paired_ratios,
                 "versus_baseline": versus,
+                "reported": reported,
             },
             fh,
             indent=2,

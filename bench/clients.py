@@ -35,8 +35,18 @@ WORKLOADS = {
     "no_keepalive": ("/tiny", "GET", None, 10, 3000, 10, 1, False),
     "wait10k": ("/tiny", "GET", None, 10000, 100000, 10, 1, True),
     "origins1k": ("/tiny", "GET", None, 50, 20000, 10, 1000, True),
+    # a new greenlet per request, 50 at a time (a gunicorn worker's shape)
+    "spawn_tiny": ("/tiny", "GET", None, 50, 20000, 10, 1, True),
+    # nginx's TLS listener, a local CA: kept alive, and a handshake per request (sessions resumed)
+    "https_tiny": ("/tiny", "GET", None, 50, 10000, 10, 1, True),
+    "https_no_keepalive": ("/tiny", "GET", None, 10, 1500, 10, 1, False),
 }
 PATH, METHOD, BODY, GREENLETS, REQUESTS, CONNS, ORIGINS, KEEP_ALIVE = WORKLOADS[WORKLOAD]
+SPAWN = WORKLOAD == "spawn_tiny"
+HTTPS = WORKLOAD.startswith("https")
+CA = os.environ.get("GA_BENCH_CA")
+if HTTPS:
+    PORT = int(os.environ["GA_BENCH_TLS_PORT"])
 
 
 def url_for(g: int, i: int) -> str:
@@ -45,13 +55,16 @@ def url_for(g: int, i: int) -> str:
     the one connection the warm-up opened, and the figure is pooled reuse across origins, not
     connection setup (that is the no_keepalive workload)."""
     port = PORT if ORIGINS == 1 else ORIGIN_BASE + (g + GREENLETS * i) % ORIGINS
-    return "http://127.0.0.1:%d%s" % (port, PATH)
+    return "%s://127.0.0.1:%d%s" % ("https" if HTTPS else "http", port, PATH)
 
 
 def make_geventagent():
     import geventagent as ga
 
-    agent = ga.Agent(keep_alive=KEEP_ALIVE, max_sockets=CONNS, max_free_sockets=CONNS)
+    if HTTPS:
+        agent = ga.HttpsAgent(keep_alive=KEEP_ALIVE, max_sockets=CONNS, max_free_sockets=CONNS, ca=CA)
+    else:
+        agent = ga.Agent(keep_alive=KEEP_ALIVE, max_sockets=CONNS, max_free_sockets=CONNS)
     headers = None if KEEP_ALIVE else {"Connection": "close"}
 
     def fetch(url):
@@ -75,8 +88,20 @@ def make_geventhttpclient():
         u = URL(url)
         client = clients.get(u.port)
         if client is None:
+            tls = {}
+            if HTTPS:
+                import ssl
+
+                import gevent.ssl
+
+                def context(cafile=None):  # cooperative unpatched (create_default_context is not)
+                    ctx = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    ctx.load_verify_locations(cafile=cafile or CA)
+                    return ctx
+
+                tls = {"ssl": True, "ssl_context_factory": context, "ssl_options": {"ca_certs": CA}}
             client = clients[u.port] = HTTPClient(
-                u.host, u.port, concurrency=CONNS, connection_timeout=30, network_timeout=30
+                u.host, u.port, concurrency=CONNS, connection_timeout=30, network_timeout=30, **tls
             )
         res = client.request(METHOD, u.request_uri, body=BODY, headers=headers)
         data = res.read()
@@ -91,7 +116,7 @@ def make_geventhttpclient():
 def make_urllib3():
     import urllib3
 
-    pool = urllib3.PoolManager(maxsize=CONNS, block=True, num_pools=max(ORIGINS, 10))
+    pool = urllib3.PoolManager(maxsize=CONNS, block=True, num_pools=max(ORIGINS, 10), ca_certs=CA if HTTPS else None)
     headers = None if KEEP_ALIVE else {"Connection": "close"}
 
     def fetch(url):
@@ -109,6 +134,9 @@ def make_requests():
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_connections=max(ORIGINS, 10), pool_maxsize=CONNS, pool_block=True)
     session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if HTTPS:
+        session.verify = CA
     headers = None if KEEP_ALIVE else {"Connection": "close"}
 
     def fetch(url):
@@ -124,7 +152,9 @@ def make_httpx():
     import httpx
 
     client = httpx.Client(
-        limits=httpx.Limits(max_connections=CONNS * ORIGINS, max_keepalive_connections=CONNS * ORIGINS), timeout=30
+        limits=httpx.Limits(max_connections=CONNS * ORIGINS, max_keepalive_connections=CONNS * ORIGINS),
+        timeout=30,
+        verify=CA if HTTPS else True,
     )
     headers = None if KEEP_ALIVE else {"Connection": "close"}
 
@@ -256,6 +286,23 @@ def run(fetch) -> dict:
     # origin; the pool's other connections open as the run starts, as before).
     for g in range(max(min(GREENLETS, 50), ORIGINS)):
         fetch(url_for(g, 0))
+    if SPAWN:  # a greenlet per request, at most GREENLETS at once: spawning is part of the shape
+        pool = Pool(GREENLETS)
+
+        def one(i):
+            try:
+                counters["bytes"] += fetch(url_for(0, i))
+                counters["requests"] += 1
+            except Exception:  # noqa: BLE001
+                counters["errors"] += 1
+
+        start, cpu = time.perf_counter(), _cpu()
+        for i in range(REQUESTS):
+            pool.spawn(one, i)
+        pool.join()
+        counters["seconds"] = time.perf_counter() - start
+        counters["cpu_seconds"] = _cpu() - cpu
+        return counters
     pool = Pool()
     for g in range(GREENLETS):
         pool.spawn(worker, g)

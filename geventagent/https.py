@@ -41,6 +41,7 @@ TLS_KEY_FIELDS = (
     "private_key_engine",
 )
 _PRESENT_WHEN_SET = frozenset(("reject_unauthorized", "honor_cipher_order", "secure_options"))
+_TLS_FIELD_SET = frozenset(TLS_KEY_FIELDS)
 #: The options that shape a client SSLContext (contexts are cached per agent by these).
 CONTEXT_FIELDS = (
     "ca",
@@ -78,19 +79,30 @@ def normalize_servername(options: Dict[str, Any], req: Any) -> None:
     """
     if options.get("servername") or options.get("servername") == "":
         return
-    servername = options.get("host") or "localhost"
+    host = options.get("host") or "localhost"
     header = req.get_header("host") if req is not None and hasattr(req, "get_header") else None
-    if header:
-        if not isinstance(header, str):
-            raise InvalidArgTypeError('The "options.headers.host" property must be of type string')
-        if header.startswith("["):
-            end = header.find("]")
-            servername = header[1:end] if end != -1 else header
-        else:
-            servername = header.split(":", 1)[0]
-    if _is_ip(servername):
-        servername = ""
+    if header is not None and not isinstance(header, str):
+        raise InvalidArgTypeError('The "options.headers.host" property must be of type string')
+    key = (host, header)
+    servername = _SERVERNAMES.get(key)
+    if servername is None:
+        servername = host
+        if header:
+            if header.startswith("["):
+                end = header.find("]")
+                servername = header[1:end] if end != -1 else header
+            else:
+                servername = header.split(":", 1)[0]
+        if _is_ip(servername):
+            servername = ""
+        if len(_SERVERNAMES) >= 4096:
+            _SERVERNAMES.clear()
+        _SERVERNAMES[key] = servername
     options["servername"] = servername
+
+
+#: ``(host, Host header) -> servername``: Node's rule, worked out once per pair.
+_SERVERNAMES: Dict[Any, str] = {}
 
 
 class HttpsAgent(Agent):
@@ -126,13 +138,32 @@ class HttpsAgent(Agent):
         self.max_cached_sessions = max_cached_sessions
         self._sessions: Dict[str, Any] = {}  # insertion order is the FIFO list
         self._contexts: Dict[Any, Any] = {}
+        self._tls_suffixes: Dict[str, str] = {}  # servername text -> the 20 fields' suffix of get_name
+        self._tls_fields_seen: Any = ()  # ((field, value), ...) of the agent's own TLS options
+        self._tls_options_len = -1
+        self._tls_own: FrozenSet[str] = frozenset(("servername",))
 
     # -- key ----------------------------------------------------------------------------------------
     def get_name(self, options: Optional[Dict[str, Any]] = None) -> str:
         """The HTTP key plus Node's 20 TLS fields, each after ``:`` (empty when absent)."""
         name = super().get_name(options)
         options = options or {}
-        parts = [name]
+        own = self._own_tls_fields()
+        if options.keys() & _TLS_FIELD_SET <= own:
+            # Every TLS field present is the agent's own (agent options win in the merge): the
+            # 20 fields are a function of the servername alone (once per agent and servername).
+            servername = options.get("servername")
+            text = _js(servername) if servername and servername != options.get("host") else ""
+            suffix = self._tls_suffixes.get(text)
+            if suffix is None:
+                suffix = self._tls_suffix({**self.options, "servername": text or None, "host": None})
+                if len(self._tls_suffixes) < 1024:
+                    self._tls_suffixes[text] = suffix
+            return name + suffix
+        return name + self._tls_suffix(options)
+
+    def _tls_suffix(self, options: Dict[str, Any]) -> str:
+        parts = [""]
         for field in TLS_KEY_FIELDS:
             value = options.get(field)
             if field == "servername":
@@ -146,12 +177,28 @@ class HttpsAgent(Agent):
             parts.append(text)
         return ":".join(parts)
 
+    def _own_tls_fields(self) -> FrozenSet[str]:
+        """The TLS key fields the agent's own options set, plus servername. When those options
+        changed since the last call (names or values), the cache of name suffixes starts over."""
+        options = self.options
+        seen = self._tls_fields_seen
+        if len(options) != self._tls_options_len or any(options.get(f) is not v for f, v in seen):
+            fields = options.keys() & _TLS_FIELD_SET
+            self._tls_fields_seen = tuple((f, options[f]) for f in fields)
+            self._tls_options_len = len(options)
+            self._tls_own = frozenset(fields) | {"servername"}
+            self._tls_suffixes = {}
+        return self._tls_own
+
     def add_request(self, req: Any, options: Any, port: Any = None, local_address: Any = None) -> None:
         if isinstance(options, str):
             options = {"host": options, "port": port, "local_address": local_address}
-        merged = {**options, **self.options}
-        normalize_servername(merged, req)
-        super().add_request(req, {**options, "servername": merged["servername"]})
+        given = dict(options)
+        agent_servername = self.options.get("servername")
+        if agent_servername or agent_servername == "":
+            given["servername"] = agent_servername  # the agent's options win in the merge
+        normalize_servername(given, req)
+        super().add_request(req, given)
 
     # -- connections --------------------------------------------------------------------------------
     def create_connection(self, options: Dict[str, Any], callback: Any = None) -> Optional[Socket]:
