@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,7 @@ WORKLOADS = [
     "spawn_tiny",
     "https_tiny",
     "https_no_keepalive",
+    "latency",
 ]
 #: Workloads that need nginx (1,000 listeners, TLS).
 NGINX_ONLY = ("origins1k", "https_tiny", "https_no_keepalive")
@@ -215,6 +217,63 @@ def run_one(client: str, workload: str, port: int, origin_base: int) -> dict:
     return result
 
 
+LATENCY_CLIENTS = ("noop", "geventagent", "geventhttpclient", "node")
+LATENCY_SECONDS = 3
+
+
+def latency_once(client: str, port: int, rate: float, hog: bool = False) -> dict:
+    if client == "node":
+        if not shutil.which("node"):
+            return {}
+        cmd = ["node", os.path.join(HERE, "latency.js"), str(port), "%.0f" % rate, str(LATENCY_SECONDS)]
+    else:
+        cmd = [sys.executable, os.path.join(HERE, "latency.py"), client, str(port), "%.0f" % rate, str(LATENCY_SECONDS)]
+        if hog:
+            cmd.append("--hog")
+    try:
+        proc = subprocess.run(
+            taskset(0, cmd), capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT)
+        )
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        return {}
+
+
+def run_latency(port: int, base_rate: float, rounds: int) -> dict:
+    """Open loop at 25%, 50% and 80% of geventagent's own tiny req/s (the same run): each client
+    ``rounds`` times, interleaved; the median of each percentile counts. Then the hog variant
+    (a greenlet computing in 1 ms slices) at 25%."""
+    result: dict = {"base_rate": base_rate, "rates": {}}
+    for fraction in (0.25, 0.5, 0.8):
+        rate = base_rate * fraction
+        runs: dict = {c: [] for c in LATENCY_CLIENTS}
+        for _ in range(rounds):
+            for client in LATENCY_CLIENTS:
+                row = latency_once(client, port, rate)
+                if row:
+                    runs[client].append(row)
+                    print(
+                        "  latency %3d%% %-17s p50 %7.2f  p99 %7.2f  p99.9 %7.2f ms"
+                        % (fraction * 100, client, row["p50"], row["p99"], row["p99.9"]),
+                        flush=True,
+                    )
+        result["rates"]["%d%%" % (fraction * 100)] = {
+            "rate": rate,
+            "clients": {
+                c: {q: statistics.median(r[q] for r in rows) for q in ("p50", "p99", "p99.9")}
+                for c, rows in runs.items()
+                if rows
+            },
+        }
+    hog: dict = {}
+    for client in ("geventagent", "geventhttpclient"):
+        rows = [r for r in (latency_once(client, port, base_rate * 0.25, hog=True) for _ in range(rounds)) if r]
+        if rows:
+            hog[client] = {q: statistics.median(r[q] for r in rows) for q in ("p50", "p99", "p99.9")}
+    result["hog_25%"] = hog
+    return result
+
+
 def idle_socket_heap(port: int, tls: bool = False) -> float:
     """Bytes of Python heap (tracemalloc) per idle pooled socket, over 500 sockets. With ``tls``,
     OpenSSL's own allocations (outside Python's allocator) are not counted."""
@@ -275,6 +334,8 @@ def main() -> int:
         if "baseline" not in clients:
             clients.insert(clients.index("geventagent") + 1 if "geventagent" in clients else 0, "baseline")
     workloads = args.workloads.split(",")
+    measure_latency = "latency" in workloads
+    workloads = [w for w in workloads if w != "latency"]
     os.makedirs(args.out, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="ga-bench-")
     origin_base = free_port_block(ORIGINS + 2)
@@ -340,6 +401,14 @@ def main() -> int:
                 row = dict(runs[len(runs) // 2])  # the median run
                 row["samples_req_s"] = [round(r["req_s"]) for r in rows if "req_s" in r]
                 results.setdefault(workload, {})[client] = row
+        latency = {}
+        if measure_latency and "geventagent" in clients:
+            base_rate = (
+                statistics.median(r["req_s"] for r in samples.get("tiny", {}).get("geventagent", []) if "req_s" in r)
+                if samples.get("tiny", {}).get("geventagent")
+                else 8000.0
+            )
+            latency = run_latency(port, base_rate, args.repeat)
         heap = idle_socket_heap(port) if "geventagent" in clients else float("nan")
         tls_heap = (
             idle_socket_heap(int(TLS_ENV["GA_BENCH_TLS_PORT"]), tls=True)
@@ -419,6 +488,21 @@ def main() -> int:
         if mine == mine and theirs == theirs:
             ok("%s req/s vs %s" % (workload, peer), mine / theirs, target)
     reported = {"heap per idle TLS socket (bytes; Python)": tls_heap}  # OpenSSL's memory not counted
+    for label, entry in (latency.get("rates") or {}).items():
+        clients_at = entry["clients"]
+        mine = clients_at.get("geventagent", {}).get("p99")
+        for peer, factor in (("geventhttpclient", 0.5), ("node", 1.0)):
+            theirs = clients_at.get(peer, {}).get("p99")
+            if mine and theirs:
+                checks.append(
+                    {
+                        "target": "latency p99 at %s vs %s (x%.1f)" % (label, peer, factor),
+                        "value": mine / theirs,
+                        "needed": factor,
+                        "met": mine <= factor * theirs,
+                        "lower": True,
+                    }
+                )
     # Not targets: the same scale ratios for Node and for the minimal pool (what 10,000 parked
     # greenlets or 1,000 live connections cost on this machine whatever the client does).
     floors = {}
@@ -435,13 +519,27 @@ def main() -> int:
             % (
                 check["target"],
                 check["value"],
-                "<=" if "heap" in check["target"] else ">=",
+                "<=" if "heap" in check["target"] or check.get("lower") else ">=",
                 check["needed"],
                 "met" if check["met"] else "NOT MET",
             )
         )
     for name, value in reported.items():
         print("  %-40s %8.0f (reported, no target)" % (name[:40], value))
+    if latency.get("rates"):
+        print(
+            "open-loop latency, ms (median of %d runs; rates: %% of geventagent's tiny %.0f req/s):"
+            % (args.repeat, latency["base_rate"])
+        )
+        print("  %-6s %-17s %8s %8s %8s" % ("rate", "client", "p50", "p99", "p99.9"))
+        for label, entry in latency["rates"].items():
+            for client, q in entry["clients"].items():
+                print("  %-6s %-17s %8.2f %8.2f %8.2f" % (label, client, q["p50"], q["p99"], q["p99.9"]))
+        for client, q in latency.get("hog_25%", {}).items():
+            print(
+                "  %-6s %-17s %8.2f %8.2f %8.2f  (a greenlet computing in 1 ms slices)"
+                % ("25%+hog", client, q["p50"], q["p99"], q["p99.9"])
+            )
     if floors:
         print("same ratios for comparison (not targets):")
         for name, value in floors.items():
@@ -495,6 +593,7 @@ def main() -> int:
                 "paired_ratios": paired_ratios,
                 "versus_baseline": versus,
                 "reported": reported,
+                "latency": latency,
             },
             fh,
             indent=2,
