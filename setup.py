@@ -11,7 +11,15 @@ setup(
     python_requires=">=3.8",
     install_requires=["gevent>=22.10", "greenlet>=2.0", "httptools>=0.6", "certifi"],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "trustme>=1.0", "locust>=2.20", "proxy.py>=2.4"],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2.1",
+            "hypothesis>=6",
+            "trustme>=1.0",
+            "locust>=2.20",
+            "proxy.py>=2.4",
+            "gunicorn>=21",
+        ],
         "bench": ["urllib3>=2", "requests>=2.31", "geventhttpclient>=2.0", "httpx>=0.27", "matplotlib>=3.5"],
     },
     classifiers=[

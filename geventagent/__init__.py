@@ -11,7 +11,7 @@ import types
 
 from . import agent as _agent
 from . import https as _https
-from .agent import Agent
+from .agent import Agent, live_agents
 from .client import ClientRequest, get, request
 from .errors import GeventAgentError
 from .events import EventEmitter
@@ -32,6 +32,7 @@ __all__ = [
     "get",
     "global_agent",
     "https_global_agent",
+    "live_agents",
     "request",
 ]
 

@@ -23,6 +23,7 @@ import itertools
 import logging
 import math
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, FrozenSet, List, NamedTuple, Optional, Protocol, Tuple
 
@@ -39,7 +40,7 @@ from .socket import STALE_AFTER_POLL, STALE_AT_WRITE, Socket, fork_generation
 if TYPE_CHECKING:  # pragma: no cover
     from .incoming import IncomingMessage
 
-__all__ = ["Agent", "PoolRequest", "Waiting", "global_agent"]
+__all__ = ["Agent", "PoolRequest", "Waiting", "global_agent", "live_agents"]
 
 _real_get_ident = get_original("_thread", "get_ident")
 _queue_seq = itertools.count()
@@ -99,6 +100,15 @@ class Waiting(NamedTuple):
 
 
 _new_waiting = tuple.__new__
+
+# Every agent of this process, held weakly (for gunicorn's hooks: geventagent.contrib.gunicorn).
+_live_agents: "weakref.WeakSet[Agent]" = weakref.WeakSet()
+
+
+def live_agents() -> List["Agent"]:
+    """Every :class:`Agent` (and :class:`~geventagent.HttpsAgent`) of this process that is still
+    referenced, including ``global_agent`` and ``https_global_agent``; a new list each call."""
+    return list(_live_agents)
 
 
 # DEBUG lines on? ``_log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG)``: the logger's
@@ -230,6 +240,7 @@ class Agent(EventEmitter):
         self._thread_id: Optional[int] = None  # bound on first use
         self._generation = fork_generation()
         self.on("free", self._on_free)
+        _live_agents.add(self)
 
     def __repr__(self) -> str:
         self._check_fork()
@@ -741,19 +752,23 @@ class Agent(EventEmitter):
         req.on_socket(socket)
 
     # -- teardown and inspection -------------------------------------------------------------------
-    def destroy(self) -> None:
+    def destroy(self, *, reason: str = "agent_destroy") -> None:
         """Destroy every free, then every active socket (Node's ``agent.destroy()``, §7.1).
 
         Requests that were using a socket fail with ``ECONNRESET``. Like Node, the agent stays usable
-        and queued requests are served on new sockets.
+        and queued requests are served on new sockets. Synchronous: it needs no running hub (gunicorn's
+        master calls it before each fork).
+
+        Args:
+            reason (str): the close reason counted in ``status()["close_reasons"]``.
         """
         self._check_fork()
         for free in list(self.free_sockets.values()):
             for socket in list(free):
-                socket.destroy(reason="agent_destroy")
+                socket.destroy(reason=reason)
         for active in list(self.sockets.values()):
             for socket in list(active):
-                socket.destroy(reason="agent_destroy")
+                socket.destroy(reason=reason)
 
     close = destroy
 
