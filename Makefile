@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: venv test demo lint clean bench bench-race loadtest
+.PHONY: venv test demo lint clean bench bench-race loadtest requests-suite
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,22 @@ bench-race: $(BENCH_STAMP)
 loadtest: $(STAMP)
 	$(BIN)/python loadtests/run.py --users 200 --time 30s --processes 2
 
+# A venv of its own: httpbin pins greenlet < 3 on Python < 3.12, which must not reach .venv.
+SUITE_VENV := .venv-requests-suite
+SUITE_STAMP := $(SUITE_VENV)/.installed
+
+$(SUITE_STAMP): setup.py
+	$(PYTHON) -m venv $(SUITE_VENV)
+	$(SUITE_VENV)/bin/python -m pip install -q --disable-pip-version-check -e . requests 'pytest<10' pytest-timeout \
+		'pytest-httpbin==2.1.0' 'httpbin~=0.10.0' pytest-mock trustme PySocks
+	touch $(SUITE_STAMP)
+
+# requests' own test suite, stock and through geventagent.contrib.requests.install(), side by side.
+requests-suite: $(SUITE_STAMP)
+	$(SUITE_VENV)/bin/python tests/requests_suite/run.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(SUITE_VENV) build *.egg-info .pytest_cache
 
 LINT_STAMP := $(VENV)/.installed-lint
 

@@ -33,7 +33,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CLIENTS = ["geventagent", "geventhttpclient", "urllib3", "requests", "httpx", "node", "raw", "rawpool"]
+CLIENTS = ["geventagent", "geventhttpclient", "urllib3", "requests", "requests_ga", "httpx", "node", "raw", "rawpool"]
 #: Clients run ``--repeat`` times per workload (rounds interleaved, median reported): the ones the
 #: targets compare, and the floors. The slow peers run once (they take minutes on wait10k).
 REPEATED = ("geventagent", "baseline", "geventhttpclient", "node", "raw", "rawpool")
@@ -370,7 +370,12 @@ def main() -> int:
             )
 
     def repeated(client: str, workload: str) -> bool:
-        return client in REPEATED or (client, workload) == ("urllib3", "1mib")  # a target
+        # the targets' peers: urllib3 on 1mib; stock requests beside requests through install() on tiny
+        return client in REPEATED or (client, workload) in (
+            ("urllib3", "1mib"),
+            ("requests", "tiny"),
+            ("requests_ga", "tiny"),
+        )
 
     try:
         # The slow peers once per workload, first; then rounds in which every workload runs the
@@ -487,6 +492,11 @@ def main() -> int:
         mine, theirs = get(workload, "geventagent"), get(workload, peer)
         if mine == mine and theirs == theirs:
             ok("%s req/s vs %s" % (workload, peer), mine / theirs, target)
+    # issue 14: an unchanged monkey-patched requests app through install(), against stock requests
+    for workload in ("tiny", "post64k"):
+        mine, theirs = get(workload, "requests_ga"), get(workload, "requests")
+        if mine == mine and theirs == theirs:
+            ok("%s requests+install() vs requests" % workload, mine / theirs, 1.5)
     reported = {"heap per idle TLS socket (bytes; Python)": tls_heap}  # OpenSSL's memory not counted
     for label, entry in (latency.get("rates") or {}).items():
         clients_at = entry["clients"]

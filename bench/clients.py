@@ -16,7 +16,7 @@ import time
 CLIENT, WORKLOAD, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
 ORIGIN_BASE = int(sys.argv[4]) if len(sys.argv) > 4 else PORT
 
-if CLIENT in ("urllib3", "requests", "httpx"):
+if CLIENT in ("urllib3", "requests", "requests_ga", "httpx"):
     from gevent import monkey
 
     monkey.patch_all()
@@ -135,6 +135,27 @@ def make_requests():
     adapter = requests.adapters.HTTPAdapter(pool_connections=max(ORIGINS, 10), pool_maxsize=CONNS, pool_block=True)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    if HTTPS:
+        session.verify = CA
+    headers = None if KEEP_ALIVE else {"Connection": "close"}
+
+    def fetch(url):
+        res = session.request(METHOD, url, data=BODY, headers=headers)
+        if res.status_code != 200:
+            raise ValueError(res.status_code)
+        return len(res.content)
+
+    return fetch
+
+
+def make_requests_ga():
+    """An unchanged monkey-patched requests app, through geventagent.contrib.requests.install()."""
+    from geventagent.contrib import requests as ga_requests
+
+    ga_requests.install(max_sockets=CONNS)
+    import requests
+
+    session = requests.Session()
     if HTTPS:
         session.verify = CA
     headers = None if KEEP_ALIVE else {"Connection": "close"}

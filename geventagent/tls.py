@@ -75,7 +75,8 @@ def _pem_or_path(value: Any) -> Dict[str, Any]:
     if isinstance(value, str) and "-----BEGIN" in value:
         return {"cadata": value}
     if isinstance(value, (str, os.PathLike)):
-        return {"cafile": os.fspath(value)}
+        path = os.fspath(value)
+        return {"capath": path} if os.path.isdir(path) else {"cafile": path}  # a folder of hashed CA files
     raise TypeError("ca must be a path, PEM text or bytes")
 
 

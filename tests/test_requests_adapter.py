@@ -1,0 +1,217 @@
+"""geventagent.contrib.requests: requests' API over geventagent agents (AgentAdapter, install()).
+
+Runs unpatched, as the core's tests do: the adapter needs no monkey-patching (gevent sockets), and
+requests' own code does no I/O of its own."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import zlib
+
+import gevent
+import pytest
+
+import geventagent as ga
+from geventagent.testing import Response, fault
+
+from .conftest import spawn_all
+
+requests = pytest.importorskip("requests")
+from requests.adapters import HTTPAdapter  # noqa: E402
+from urllib3.util.retry import Retry  # noqa: E402
+
+from geventagent.contrib import requests as ga_requests  # noqa: E402
+
+
+@pytest.fixture
+def installed():
+    ga_requests.install(max_sockets=3)
+    yield ga_requests.installed()
+    ga_requests.uninstall()
+
+
+@pytest.fixture
+def session():
+    s = requests.Session()
+    adapter = ga_requests.AgentAdapter(max_sockets=4)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    yield s
+    s.close()
+    for agent in (adapter.agent, adapter.https_agent):
+        agent.destroy()
+
+
+def test_install_sends_every_session_through_one_capped_pool(make_server, installed):
+    def slow(req):
+        gevent.sleep(0.02)
+        return Response(200, b"hi")
+
+    server = make_server(slow)
+    agent, _ = installed
+    assert isinstance(requests.Session().adapters["http://"], HTTPAdapter)  # isinstance keeps working
+    # 30 greenlets, each through requests.get (a new Session per call): the cap holds across sessions
+    bodies = spawn_all(*[lambda: requests.get(server.url("/x")).content for _ in range(30)])
+    assert bodies == [b"hi"] * 30
+    assert server.connections_peak <= 3
+    assert server.connections_total <= 3  # kept alive across requests.get calls
+    assert agent.status()["requests"] == 30
+    ga_requests.uninstall()
+    assert type(requests.Session().adapters["http://"]) is HTTPAdapter  # uninstall restores
+
+
+def test_status_headers_cookies_and_json_as_requests_gives_them(make_server, session):
+    def handler(req):
+        if req.path == "/set":
+            return Response(200, b'{"a": 1}', [("Set-Cookie", "k=v; Path=/"), ("X-Two", "1"), ("X-Two", "2")])
+        return Response(200, req.headers.get("cookie", "").encode())
+
+    server = make_server(handler)
+    r = session.get(server.url("/set"))
+    assert (r.status_code, r.reason, r.json()) == (200, "OK", {"a": 1})
+    assert r.headers["x-two"] == "1, 2" and r.headers["X-TWO"] == "1, 2"  # urllib3's joining
+    assert r.raw.headers.getlist("X-Two") == ["1", "2"]
+    assert session.cookies["k"] == "v"
+    assert session.get(server.url("/echo")).text == "k=v"  # sent back
+
+
+def test_stream_false_releases_the_connection_and_stream_true_holds_it_until_read(make_server, session):
+    server = make_server(lambda req: Response(200, b"x" * 100_000))
+    adapter = session.adapters["http://"]
+    r = session.get(server.url("/"))
+    assert len(r.content) == 100_000
+    assert adapter.agent.status()["free"] == 1
+    r = session.get(server.url("/"), stream=True)
+    assert adapter.agent.status()["active"] == 1
+    chunks = list(r.iter_content(4096))
+    assert sum(map(len, chunks)) == 100_000
+    assert adapter.agent.status()["active"] == 0 and adapter.agent.status()["free"] == 1
+
+
+def test_an_unread_streamed_response_closed_never_returns_its_socket_half_read(make_server, session):
+    big = b"y" * (4 << 20)
+    server = make_server(lambda req: Response(200, big))
+    adapter = session.adapters["http://"]
+    r = session.get(server.url("/"), stream=True)
+    assert r.raw.read(10) == b"y" * 10
+    r.close()  # far more than the drain limit left: the socket is closed, the slot released
+    status = adapter.agent.status()
+    assert (status["active"], status["free"]) == (0, 0), status
+    assert session.get(server.url("/")).content == big  # the next request gets a fresh connection
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_content_encoding_is_decoded_and_raw_reads_can_skip_it(make_server, session, encoding):
+    text = b"hello " * 1000
+    packed = gzip.compress(text) if encoding == "gzip" else zlib.compress(text)
+    server = make_server(lambda req: Response(200, packed, [("Content-Encoding", encoding)]))
+    assert session.get(server.url("/")).content == text
+    r = session.get(server.url("/"), stream=True)
+    assert r.raw.read(decode_content=False) == packed
+
+
+def test_a_short_body_raises_chunked_encoding_error_and_drops_the_socket(make_server, session):
+    handler, options = fault("close_mid_body")
+    server = make_server(handler, **options)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        session.get(server.url("/"))
+    status = session.adapters["http://"].agent.status()
+    assert (status["active"], status["free"]) == (0, 0)
+
+
+def test_errors_are_requests_with_the_geventagent_error_as_cause(make_server, session):
+    server = make_server()
+    port = server.port
+    server.stop()
+    with pytest.raises(requests.exceptions.ConnectionError) as info:
+        session.get("http://127.0.0.1:%d/" % port)
+    assert isinstance(info.value.__cause__, ga.errors.ConnectionRefused)
+
+    handler, options = fault("never_answer", t=5)
+    silent = make_server(handler, **options)
+    with pytest.raises(requests.exceptions.ReadTimeout) as timeout_info:
+        session.get(silent.url("/"), timeout=(2, 0.2))
+    assert "Read timed out" in str(timeout_info.value)
+    assert isinstance(timeout_info.value.__cause__, ga.errors.RequestTimeout)
+    assert isinstance(timeout_info.value, requests.exceptions.Timeout)
+
+    with pytest.raises(ValueError, match="must be an int, float or None"):
+        session.get(silent.url("/"), timeout="soon")
+    with pytest.raises(ValueError, match=r"\(connect, read\)"):
+        session.get(silent.url("/"), timeout=(1, 2, 3))
+    with pytest.raises(requests.exceptions.InvalidURL):
+        session.get("http://:80/")
+
+
+def test_max_retries_follows_urllib3s_retry(make_server):
+    seen = []
+
+    def flaky(req):
+        seen.append(req.path)
+        return Response(503 if len(seen) < 3 else 200, b"done")
+
+    server = make_server(flaky)
+    s = requests.Session()
+    s.mount("http://", ga_requests.AgentAdapter(max_retries=Retry(total=3, status_forcelist=[503], backoff_factor=0)))
+    assert s.get(server.url("/r")).text == "done"
+    assert len(seen) == 3
+    seen.clear()
+    s.mount("http://", ga_requests.AgentAdapter(max_retries=Retry(total=1, status_forcelist=[503], backoff_factor=0)))
+    with pytest.raises(requests.exceptions.RetryError):
+        s.get(server.url("/r"))
+    assert len(seen) == 2
+
+    port = server.port
+    server.stop()
+    s.mount("http://", ga_requests.AgentAdapter(max_retries=2))
+    with pytest.raises(requests.exceptions.ConnectionError):
+        s.get("http://127.0.0.1:%d/" % port)
+
+
+def test_verify_and_cert_map_onto_tls_options(tls_server, ca, tmp_path, session):
+    server = tls_server(lambda req: Response(200, b"secure"))
+    url = server.url("/", host="localhost").replace("http://", "https://")
+    with pytest.raises(requests.exceptions.SSLError) as info:
+        session.get(url)  # requests' bundle (certifi) does not trust the test CA
+    assert isinstance(info.value.__cause__, ga.tls.TlsError)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    assert session.get(url, verify=str(ca_file)).text == "secure"
+    assert session.get(url, verify=False).text == "secure"
+    with pytest.raises(OSError, match="invalid path"):
+        session.get(url, verify=str(tmp_path / "missing.pem"))
+    with pytest.raises(OSError, match="certificate file"):
+        session.get(url, verify=str(ca_file), cert=str(tmp_path / "nope.pem"))
+
+
+def test_a_socks_proxy_raises_and_sends_nothing_direct(make_server, session):
+    server = make_server()
+    with pytest.raises(requests.exceptions.InvalidSchema, match="SOCKS"):
+        session.get(server.url("/"), proxies={"http": "socks5://127.0.0.1:1"})
+    with pytest.raises(requests.exceptions.InvalidProxyURL):
+        session.get(server.url("/"), proxies={"http": "http://:8080"})
+    assert server.requests_total == 0
+
+
+def test_options_are_strict_and_sessions_pickle(make_server):
+    with pytest.raises(ga.errors.UnknownOptionError, match="max_sockets"):
+        ga_requests.AgentAdapter(maxSockets=3)
+    adapter = ga_requests.AgentAdapter(pool_maxsize=7)
+    assert adapter.agent.max_sockets == 7  # pool_maxsize is a hard cap here
+    s = requests.Session()
+    s.mount("http://", adapter)
+    copy = pickle.loads(pickle.dumps(s))
+    server = make_server()
+    assert copy.get(server.url("/")).status_code == 200
+    assert copy.adapters["http://"].agent.max_sockets == 7
+
+
+def test_uploads_bodies_of_every_kind(make_server, session):
+    server = make_server(
+        lambda req: Response(200, b"%d:%s" % (len(req.body), req.headers.get("transfer-encoding", "-").encode()))
+    )
+    assert session.post(server.url("/"), data=b"abc").text == "3:-"
+    assert session.post(server.url("/"), data=iter([b"ab", b"cd"])).text == "4:chunked"
+    assert session.post(server.url("/"), json={"k": "v"}).text == "10:-"
+    assert session.post(server.url("/"), files={"f": ("a.txt", b"hello")}).text.endswith(":-")
