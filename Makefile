@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: venv test demo lint clean bench bench-race loadtest requests-suite
+.PHONY: venv test demo lint clean bench bench-race loadtest requests-suite test-locust-oldest
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -59,8 +59,21 @@ $(SUITE_STAMP): setup.py
 requests-suite: $(SUITE_STAMP)
 	$(SUITE_VENV)/bin/python tests/requests_suite/run.py
 
+# The oldest locust setup.py accepts (2.20.0), in a venv of its own: the locust tests again.
+OLDLOC_VENV := .venv-locust-oldest
+OLDLOC_STAMP := $(OLDLOC_VENV)/.installed
+
+$(OLDLOC_STAMP): setup.py
+	$(PYTHON) -m venv $(OLDLOC_VENV)
+	$(OLDLOC_VENV)/bin/python -m pip install -q --disable-pip-version-check -e . 'locust==2.20.0' pytest pytest-timeout \
+		hypothesis trustme
+	touch $(OLDLOC_STAMP)
+
+test-locust-oldest: $(OLDLOC_STAMP)
+	$(OLDLOC_VENV)/bin/python -m pytest -p no:anyio -p no:cacheprovider tests/locust
+
 clean:
-	rm -rf $(VENV) $(SUITE_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(SUITE_VENV) $(OLDLOC_VENV) build *.egg-info .pytest_cache
 
 LINT_STAMP := $(VENV)/.installed-lint
 

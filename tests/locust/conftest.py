@@ -68,6 +68,21 @@ def app(req):
         return Response(200, b"stuff", headers=[("Content-Type", "text/html; charset=utf-8")])
     if path == "/content_type_with_extra_stuff":
         return Response(200, b"stuff", headers=[("Content-Type", "text/html; charset=utf-8; api-version=3.0")])
+    if path == "/set_cookie":
+        return Response(200, b"", headers=[("Set-Cookie", "%s=%s; Path=/" % (query["name"], query["value"]))])
+    if path == "/get_cookie":
+        cookies = dict(c.strip().split("=", 1) for c in req.headers.get("cookie", "").split(";") if "=" in c)
+        return Response(200, cookies.get(query["name"], "").encode())
+    if path == "/gzip":
+        import gzip
+
+        return Response(200, gzip.compress(b"packed " * 100), headers=[("Content-Encoding", "gzip")])
+    if path == "/echo_headers":
+        return Response(200, json.dumps(req.headers))
+    if path == "/echo_body":
+        return Response(200, json.dumps({"body": req.body.decode("latin-1"), "ct": req.headers.get("content-type")}))
+    if path == "/latin1":
+        return Response(200, "caf\u00e9".encode("latin-1"), headers=[("Content-Type", "text/plain; charset=latin-1")])
     if path == "/echo_json":
         return Response(200, json.dumps({"body": req.body.decode(), "ct": req.headers.get("content-type")}))
     return Response(404, b"Not found")

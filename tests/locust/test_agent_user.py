@@ -3,6 +3,8 @@ cap tests only geventagent needs."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import gevent
@@ -233,14 +235,15 @@ def test_class_context(server, environment, events_log):
     assert events_log[1]["context"]["user"] == "overridden"
 
 
-def test_context_carries_reused_socket_and_phase_timings(server, environment, events_log):
+def test_context_is_exactly_as_given_and_the_response_carries_phase_timings(server, environment, events_log):
     u = user_class(server)(environment)
+    u.client.get("/ultra_fast", context={"k": 1})
     u.client.get("/ultra_fast")
-    u.client.get("/ultra_fast")
-    first, second = events_log[0]["context"], events_log[1]["context"]
-    assert first["reused_socket"] is False and second["reused_socket"] is True
-    assert first["connect_ms"] > 0 and second["connect_ms"] == 0
-    assert {"queue_ms", "ttfb_ms"} <= set(second)
+    assert events_log[0]["context"] == {"k": 1} and events_log[1]["context"] == {}  # locust's own tests assert it
+    first, second = events_log[0]["response"], events_log[1]["response"]
+    assert first.reused_socket is False and second.reused_socket is True
+    assert first.timings["connect"] > 0 and second.timings["connect"] == 0
+    assert {"queue", "ttfb"} <= set(second.timings)
 
 
 def test_client_request_headers_get_post_put_delete_head(server, environment):
@@ -483,3 +486,120 @@ def test_https_with_insecure(environment):
         assert insecure.client.get("/").content == b"Hello World"
     finally:
         srv.stop()
+
+
+# -- FastHttpUser's drop-in (issue 15): FastHttpSession's constructor, cookies, headers, streams ----
+def fast_session(environment, server, **kw):
+    return AgentSession("http://127.0.0.1:%d" % server.port, environment.events.request, user=None, **kw)
+
+
+def test_fasthttpsessions_constructor_and_a_cookie_jar(server, environment):
+    s = fast_session(environment, server)
+    assert s.post("/set_cookie?name=testcookie&value=1337").status_code == 200
+    assert s.get("/get_cookie?name=testcookie").text == "1337"
+    other = fast_session(environment, server)  # a jar per session (per user)
+    assert other.get("/get_cookie?name=testcookie").text == ""
+
+
+def test_response_headers_are_case_insensitive(server, environment):
+    s = fast_session(environment, server)
+    r = s.get("/request_header_test", headers={"X-Header-Test": "hello"})
+    assert r.headers.get("Content-Length") == r.headers["content-length"] == "5"
+    assert "CONTENT-LENGTH" in r.headers
+    assert r.request.headers.get("X-Header-Test") == "hello"
+
+
+def test_stream_true_reads_lines_and_iter_lines(server, environment, events_log):
+    s = fast_session(environment, server)
+    r = s.get("/streaming/5", stream=True)
+    assert events_log[-1]["response_time"] < 200  # the body is not in the timing
+    assert r.stream.readline() == b"<span>0</span>\n"
+    assert r.read(6) == b"<span>"
+    assert list(r)[0] == b"1</span>\n"
+    assert list(s.iter_lines("/streaming/3")) == ["<span>%d</span>" % i for i in range(3)]
+
+
+def test_with_block_needs_catch_response(server, environment):
+    s = fast_session(environment, server)
+    with pytest.raises(LocustError):
+        with s.get("/ultra_fast"):
+            pass
+
+
+def test_network_timeout_and_the_errors_original(server, environment, events_log):
+    import socket
+
+    u = user_class(server, network_timeout=0.3)(environment)
+    started = time.perf_counter()
+    r = u.client.get("/slow?delay=2")
+    assert time.perf_counter() - started < 1.5
+    assert r.status_code == 0 and isinstance(r.error.original, socket.timeout)
+    assert events_log[-1]["exception"] is r.error
+
+
+def test_concurrency_and_a_shared_client_pool(server, environment):
+    pool = ga.Agent(keep_alive=True, max_sockets=1)
+    a = user_class(server, client_pool=pool)(environment)
+    b = user_class(server, client_pool=pool)(environment)
+    before = server.connections_total
+    for user in (a, b, b, a):
+        assert user.client.get("/ultra_fast").status_code == 200
+    assert server.connections_total - before == 1
+    u = user_class(server, concurrency=3)(environment)
+    assert u.client.agent.max_sockets == 3
+
+
+def test_compression_like_fasthttpuser_and_an_attribute_to_turn_it_off(server, environment):
+    s = fast_session(environment, server)
+    assert s.get("/gzip").content == b"packed " * 100
+    sent = json.loads(s.get("/echo_headers").text)
+    assert sent["accept-encoding"] == "gzip, deflate, br"
+    plain = fast_session(environment, server, compress=False)
+    assert "accept-encoding" not in json.loads(plain.get("/echo_headers").text)
+
+
+def test_files_are_uploaded_as_multipart(server, environment):
+    s = fast_session(environment, server)
+    doc = json.loads(s.post("/echo_body", data={"k": "v"}, files={"f": ("a.txt", b"hello", "text/plain")}).text)
+    assert doc["ct"].startswith("multipart/form-data; boundary=")
+    assert 'filename="a.txt"' in doc["body"] and "hello" in doc["body"] and 'name="k"' in doc["body"]
+
+
+def test_unknown_arguments_raise_and_send_nothing(server, environment):
+    s = fast_session(environment, server)
+    before = server.requests_total
+    with pytest.raises(ga.errors.UnknownOptionError, match="params"):
+        s.get("/ultra_fast", parms={"a": 1})
+    with pytest.raises(ga.errors.UnknownOptionError, match="network_timeout"):
+        fast_session(environment, server, network_timout=1)
+    assert server.requests_total == before
+
+
+def test_host_credentials_brackets_and_query_only_paths(server, environment):
+    s = AgentSession("http://lo%40cust:men%3Aace@[::1]:8080", environment.events.request)
+    assert s.base_url == "http://[::1]:8080"
+    assert s.auth_header == "Basic " + base64.b64encode(b"lo@cust:men:ace").decode()
+    assert fast_session(environment, server)._build_url("?x=1") == "http://127.0.0.1:%d?x=1" % server.port
+
+
+def test_encoding_is_settable_and_detected(server, environment):
+    s = fast_session(environment, server)
+    r = s.get("/latin1")
+    assert r.text == "caf\u00e9"
+    r = s.get("/latin1")
+    r.encoding = "utf-8"
+    assert r.text == "caf\ufffd"
+
+
+def test_a_bad_ssl_context_factory_raises(environment):
+    import ssl
+
+    def bad():
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    s = AgentSession("https://127.0.0.1:1", environment.events.request, ssl_context_factory=bad)
+    with pytest.raises(ValueError, match="check_hostname"):
+        s.get("/")
