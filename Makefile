@@ -41,7 +41,8 @@ bench-race: $(BENCH_STAMP)
 	mkdir -p bench-results
 	$(BIN)/python bench/race.py --json bench-results/race.json
 
-# 200 users for 30 s through locust's own --processes 2; fails if a cap is exceeded or a request fails.
+# 200 users for 30 s through locust's own --processes 2 (fails if a cap is exceeded or a request fails),
+# then AgentUser and FastHttpUser side by side on the same server and locustfile.
 loadtest: $(STAMP)
 	$(BIN)/python loadtests/run.py --users 200 --time 30s --processes 2
 

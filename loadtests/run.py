@@ -5,9 +5,13 @@ failed). Usage: python loadtests/run.py [--users 200] [--time 30s] [--processes 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import subprocess
 import sys
+import tempfile
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -19,6 +23,8 @@ def main() -> int:
     parser.add_argument("--spawn-rate", type=int, default=100)
     parser.add_argument("--time", default="30s")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--compare-users", type=int, default=50, help="users of the AgentUser/FastHttpUser run")
+    parser.add_argument("--compare-time", default="15s")
     args = parser.parse_args()
     env = dict(os.environ, PYTHONPATH=ROOT)
     server = subprocess.Popen(
@@ -52,10 +58,43 @@ def main() -> int:
             "5",
         ]
         print("$ " + " ".join(cmd), flush=True)
-        return subprocess.call(cmd, env=env, timeout=600)
+        code = subprocess.call(cmd, env=env, timeout=600)
+        if args.compare_users:
+            code = compare(port, args, env) or code
+        return code
     finally:
         server.stdin.close()
         server.wait(10)
+
+
+def compare(port: int, args: argparse.Namespace, env: dict) -> int:
+    """The same locustfile through AgentUser and FastHttpUser, one after the other, one process each,
+    on the same server: req/s and failures (locust's stats), connections (the server's count)."""
+    rows = []
+    for cls in ("FastHttpUser", "AgentUser"):
+        with tempfile.TemporaryDirectory() as tmp:
+            prefix = os.path.join(tmp, "stats")
+            cmd = [sys.executable, "-m", "locust", "-f", os.path.join(HERE, "compare.py"), "--headless"]
+            cmd += ["-u", str(args.compare_users), "-r", str(args.compare_users), "-t", args.compare_time]
+            cmd += ["--host", "http://127.0.0.1:%d" % port, "--only-summary", "--stop-timeout", "5", "--csv", prefix]
+            subprocess.call(cmd, env=dict(env, GA_COMPARE_CLASS=cls), timeout=600, stdout=subprocess.DEVNULL)
+            with open(prefix + "_stats.csv") as fh:
+                total = [r for r in csv.DictReader(fh) if r["Name"] == "Aggregated"][0]
+        with urllib.request.urlopen("http://127.0.0.1:%d/__stats" % port, timeout=5) as res:
+            tags = json.loads(res.read())["tags"]
+        conns = tags.get("compare/" + cls, {})
+        rows.append((cls, float(total["Requests/s"]), int(total["Failure Count"]), conns.get("connections", 0)))
+    print(
+        "\nside by side (%d users, one connection each, %s each, same server and locustfile):"
+        % (args.compare_users, args.compare_time)
+    )
+    print("%-14s %10s %9s %12s" % ("user class", "req/s", "failures", "connections"))
+    for cls, rps, failures, conns in rows:
+        print("%-14s %10.0f %9d %12d" % (cls, rps, failures, conns))
+    ratio = rows[1][1] / rows[0][1] if rows[0][1] else float("nan")
+    ok = ratio >= 1.0 and rows[1][2] == 0
+    print("AgentUser / FastHttpUser req/s: %.2f (%s)" % (ratio, "at least as fast" if ratio >= 1.0 else "SLOWER"))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

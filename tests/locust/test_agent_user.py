@@ -603,3 +603,22 @@ def test_a_bad_ssl_context_factory_raises(environment):
     s = AgentSession("https://127.0.0.1:1", environment.events.request, ssl_context_factory=bad)
     with pytest.raises(ValueError, match="check_hostname"):
         s.get("/")
+
+
+def test_proxy_host_and_port_send_through_the_proxy(environment):
+    from geventagent.testing import HttpTestServer, Response
+
+    proxy = HttpTestServer(lambda req: Response(200, req.path.encode())).start()  # echoes the absolute form
+    try:
+        u = type(
+            "Proxied",
+            (AgentUser,),
+            {"host": "http://origin.invalid", "proxy_host": "127.0.0.1", "proxy_port": proxy.port},
+        )(environment)
+        assert u.client.get("/x").text == "http://origin.invalid/x"
+        s = AgentSession(
+            "http://origin.invalid", environment.events.request, proxy_host="127.0.0.1", proxy_port=proxy.port
+        )
+        assert s.get("/y").text == "http://origin.invalid/y"
+    finally:
+        proxy.stop()
