@@ -77,7 +77,10 @@ def compare(port: int, args: argparse.Namespace, env: dict) -> int:
             cmd = [sys.executable, "-m", "locust", "-f", os.path.join(HERE, "compare.py"), "--headless"]
             cmd += ["-u", str(args.compare_users), "-r", str(args.compare_users), "-t", args.compare_time]
             cmd += ["--host", "http://127.0.0.1:%d" % port, "--only-summary", "--stop-timeout", "5", "--csv", prefix]
-            subprocess.call(cmd, env=dict(env, GA_COMPARE_CLASS=cls), timeout=600, stdout=subprocess.DEVNULL)
+            proc = subprocess.run(cmd, env=dict(env, GA_COMPARE_CLASS=cls), timeout=600, capture_output=True, text=True)
+            if not os.path.exists(prefix + "_stats.csv"):
+                print(proc.stdout[-2000:] + proc.stderr[-2000:])
+                return 1
             with open(prefix + "_stats.csv") as fh:
                 total = [r for r in csv.DictReader(fh) if r["Name"] == "Aggregated"][0]
         with urllib.request.urlopen("http://127.0.0.1:%d/__stats" % port, timeout=5) as res:
