@@ -19,6 +19,7 @@ setup(
             "locust>=2.20",
             "proxy.py>=2.4",
             "gunicorn>=21",
+            "pproxy>=2.7",
             "requests>=2.31",
         ],
         "bench": ["urllib3>=2", "requests>=2.31", "geventhttpclient>=2.0", "httpx>=0.27", "matplotlib>=3.5"],

@@ -24,21 +24,31 @@ from urllib.parse import unquote, urlsplit
 from ._http import ResponseParser
 from .errors import GeventAgentError, ProxyConfigError, ProxyTunnelError, RequestTimeout, from_os_error
 
-__all__ = ["Proxy", "parse_proxy", "NoProxy", "ProxyEnv", "tunnel"]
+__all__ = ["Proxy", "parse_proxy", "NoProxy", "ProxyEnv", "tunnel", "socks_connect"]
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+_DEFAULT_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080, "socks4": 1080, "socks4a": 1080}
+SOCKS_SCHEMES = frozenset(("socks5", "socks5h", "socks4", "socks4a"))
 
 
 class Proxy(NamedTuple):
-    """A proxy: ``scheme`` (``"http"`` or ``"https"``), ``host``, ``port``, ``authorization``
-    (the ``Proxy-Authorization`` value, ``Basic ...``, or None) and ``key`` (what it adds to the
-    agent's origin keys: the URL without its password)."""
+    """A proxy: ``scheme`` (``"http"``, ``"https"``, or SOCKS: ``"socks5"`` (names resolved here),
+    ``"socks5h"`` (by the proxy), ``"socks4"``, ``"socks4a"``), ``host``, ``port``,
+    ``authorization`` (the ``Proxy-Authorization`` value, ``Basic ...``, or None), ``key`` (what it
+    adds to the agent's origin keys: the URL without its password), and the decoded ``username`` /
+    ``password`` (SOCKS5's username/password method, SOCKS4's user id)."""
 
     scheme: str
     host: str
     port: int
     authorization: Optional[str]
     key: str
+    username: Optional[str] = None
+    password: Optional[str] = None
+
+    @property
+    def socks(self) -> bool:
+        """Whether this is a SOCKS proxy (requests go through it in origin form, as in a tunnel)."""
+        return self.scheme in SOCKS_SCHEMES
 
 
 def parse_proxy(url: Any) -> Proxy:
@@ -60,7 +70,8 @@ def parse_proxy(url: Any) -> Proxy:
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise ProxyConfigError(
-            "Unsupported proxy scheme %r in %r: geventagent supports http:// and https:// proxies" % (scheme, url)
+            "Unsupported proxy scheme %r in %r: geventagent supports http://, https://, socks5://, socks5h://, "
+            "socks4:// and socks4a:// proxies" % (scheme, url)
         )
     try:
         port = parts.port or _DEFAULT_PORTS[scheme]
@@ -71,13 +82,15 @@ def parse_proxy(url: Any) -> Proxy:
         raise ProxyConfigError("No host in proxy URL %r" % (url,))
     authorization = None
     user = ""
+    password = None
     if parts.username is not None:
         user = unquote(parts.username)
-        credentials = user + ":" + unquote(parts.password or "")
+        password = unquote(parts.password or "")
+        credentials = user + ":" + password
         authorization = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
     shown = "[%s]" % host if ":" in host else host
     key = "%s://%s%s:%d" % (scheme, user + "@" if user else "", shown, port)
-    return Proxy(scheme, host, port, authorization, key)
+    return Proxy(scheme, host, port, authorization, key, user or None, password)
 
 
 class NoProxy:
@@ -219,3 +232,112 @@ def tunnel(sock: Any, host: str, port: int, proxy: Proxy, max_header_size: int) 
         status_code=status,
         proxy=proxy.key,
     )
+
+
+# -- SOCKS (RFC 1928 SOCKS5, RFC 1929 username/password; SOCKS4 and its 4a extension) -------------
+_SOCKS5_REPLIES = {
+    1: "general SOCKS server failure",
+    2: "connection not allowed by ruleset",
+    3: "network unreachable",
+    4: "host unreachable",
+    5: "connection refused",
+    6: "TTL expired",
+    7: "command not supported",
+    8: "address type not supported",
+}
+
+
+def _recv_exactly(sock: Any, n: int, proxy: Proxy, what: str) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ProxyTunnelError(
+                "The SOCKS proxy %s:%d closed the connection during %s" % (proxy.host, proxy.port, what),
+                proxy=proxy.key,
+            )
+        data += chunk
+    return data
+
+
+def socks_connect(sock: Any, host: str, port: int, proxy: Proxy) -> None:
+    """Ask the SOCKS ``proxy`` (connected on the gevent ``sock``) to connect to ``host:port``;
+    blocks the calling greenlet, bounded by the socket's timeout. ``socks5`` and ``socks4`` resolve
+    the name here (cooperatively); ``socks5h`` and ``socks4a`` let the proxy resolve it.
+
+    Raises:
+        ProxyTunnelError (``ERR_PROXY_TUNNEL``): the proxy refused (its reply in the message), asked
+            for an authentication method we cannot offer, or closed the connection.
+        RequestTimeout (``ETIMEDOUT``): the proxy did not answer in time.
+    """
+    import ipaddress
+    import struct
+
+    from gevent import socket as gsocket
+
+    where = "%s:%d" % (proxy.host, proxy.port)
+    try:
+        if proxy.scheme in ("socks4", "socks4a"):
+            user = (proxy.username or "").encode("utf-8") + b"\0"
+            try:
+                address = ipaddress.IPv4Address(host).packed
+                name = b""
+            except ValueError:
+                if proxy.scheme == "socks4":
+                    address = ipaddress.IPv4Address(gsocket.gethostbyname(host)).packed
+                    name = b""
+                else:  # 4a: 0.0.0.x and the name after the user id
+                    address, name = b"\0\0\0\1", host.encode("idna") + b"\0"
+            sock.sendall(struct.pack(">BBH", 4, 1, port) + address + user + name)
+            reply = _recv_exactly(sock, 8, proxy, "the SOCKS4 reply")
+            if reply[1] != 0x5A:
+                raise ProxyTunnelError(
+                    "The SOCKS4 proxy %s refused to connect to %s:%d (reply %d)" % (where, host, port, reply[1]),
+                    proxy=proxy.key,
+                )
+            return
+        methods = b"\0\2" if proxy.username is not None else b"\0"
+        sock.sendall(b"\5" + bytes([len(methods)]) + methods)
+        version, method = _recv_exactly(sock, 2, proxy, "the SOCKS5 greeting")
+        if version != 5:
+            raise ProxyTunnelError("%s is not a SOCKS5 proxy (version %d)" % (where, version), proxy=proxy.key)
+        if method == 2:
+            user = (proxy.username or "").encode("utf-8")
+            password = (proxy.password or "").encode("utf-8")
+            sock.sendall(b"\1" + bytes([len(user)]) + user + bytes([len(password)]) + password)
+            if _recv_exactly(sock, 2, proxy, "SOCKS5 authentication")[1] != 0:
+                raise ProxyTunnelError("The SOCKS5 proxy %s rejected the username/password" % where, proxy=proxy.key)
+        elif method != 0:
+            raise ProxyTunnelError(
+                "The SOCKS5 proxy %s accepts no authentication method we offer (%s)"
+                % (where, "none, username/password" if proxy.username is not None else "none; give user:password"),
+                proxy=proxy.key,
+            )
+        try:
+            ip = ipaddress.ip_address(host)
+            target = (b"\1" if ip.version == 4 else b"\4") + ip.packed
+        except ValueError:
+            if proxy.scheme == "socks5":  # resolve here, as curl's socks5:// does
+                ip = ipaddress.ip_address(gsocket.getaddrinfo(host, port, 0, gsocket.SOCK_STREAM)[0][4][0])
+                target = (b"\1" if ip.version == 4 else b"\4") + ip.packed
+            else:
+                name = host.encode("idna")
+                target = b"\3" + bytes([len(name)]) + name
+        sock.sendall(b"\5\1\0" + target + struct.pack(">H", port))
+        head = _recv_exactly(sock, 4, proxy, "the SOCKS5 reply")
+        if head[1] != 0:
+            raise ProxyTunnelError(
+                "The SOCKS5 proxy %s could not connect to %s:%d: %s"
+                % (where, host, port, _SOCKS5_REPLIES.get(head[1], "reply %d" % head[1])),
+                proxy=proxy.key,
+            )
+        kind = head[3]
+        size = 4 if kind == 1 else 16 if kind == 4 else _recv_exactly(sock, 1, proxy, "the SOCKS5 reply")[0]
+        _recv_exactly(sock, size + 2, proxy, "the SOCKS5 reply")  # the bound address and port
+    except GeventAgentError:
+        raise
+    except OSError as exc:
+        err = from_os_error(exc, "connect", where)
+        if isinstance(err, RequestTimeout):
+            raise err from exc
+        raise ProxyTunnelError("SOCKS proxy %s: %s" % (where, err), proxy=proxy.key) from exc

@@ -172,7 +172,8 @@ class Socket(EventEmitter):
         self._local: Any = None
         self._fd = -1  # the file descriptor once connected (for the cork's readiness check)
         # the proxy this socket's requests go to as they are (absolute form), when it does not tunnel
-        self.plain_proxy: Any = self.options.get("_proxy") if not self.tunnels else None
+        proxy = self.options.get("_proxy")
+        self.plain_proxy: Any = proxy if not self.tunnels and proxy is not None and not proxy.socks else None
 
     def __repr__(self) -> str:
         state = self.status()
@@ -343,6 +344,15 @@ class Socket(EventEmitter):
 
             sock = proxy_tls(sock, proxy, self.options.get("_proxy_tls") or {}, limit)
             self._sock = sock
+        if proxy.socks:  # a SOCKS proxy carries http and https alike: origin-form, like a tunnel
+            from .proxy import socks_connect
+
+            sock.settimeout(limit)
+            opts = self.options
+            socks_connect(
+                sock, opts.get("host") or "localhost", int(opts.get("port") or (443 if self.tunnels else 80)), proxy
+            )
+            return sock
         if self.tunnels:
             from .proxy import tunnel
 

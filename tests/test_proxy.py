@@ -248,7 +248,7 @@ def test_proxy_urls_are_parsed_with_their_credentials_decoded():
     assert parse_proxy("https://[::1]").port == 443 and parse_proxy("http://[::1]").key == "http://[::1]:80"
 
 
-@pytest.mark.parametrize("bad", ["socks5://proxy:1080", "http://", "http://h:99999", 5, "ftp://x"])
+@pytest.mark.parametrize("bad", ["socks6://proxy:1080", "http://", "http://h:99999", 5, "ftp://x"])
 def test_an_unusable_proxy_raises_when_the_agent_is_made(bad):
     with pytest.raises(ProxyConfigError) as info:
         ga.Agent(proxy=bad)

@@ -185,12 +185,14 @@ def test_verify_and_cert_map_onto_tls_options(tls_server, ca, tmp_path, session)
         session.get(url, verify=str(ca_file), cert=str(tmp_path / "nope.pem"))
 
 
-def test_a_socks_proxy_raises_and_sends_nothing_direct(make_server, session):
+def test_a_bad_proxy_url_raises_and_sends_nothing_direct(make_server, session):
     server = make_server()
-    with pytest.raises(requests.exceptions.InvalidSchema, match="SOCKS"):
-        session.get(server.url("/"), proxies={"http": "socks5://127.0.0.1:1"})
+    with pytest.raises(requests.exceptions.InvalidSchema):
+        session.get(server.url("/"), proxies={"http": "ftp://127.0.0.1:1"})
     with pytest.raises(requests.exceptions.InvalidProxyURL):
         session.get(server.url("/"), proxies={"http": "http://:8080"})
+    with pytest.raises(requests.exceptions.ProxyError):  # a SOCKS proxy that is not there
+        session.get(server.url("/"), proxies={"http": "socks5h://127.0.0.1:1"})
     assert server.requests_total == 0
 
 

@@ -25,7 +25,8 @@ What requests passes to a transport adapter maps as follows:
   body has been read, and closing an unread response drains a short remainder or closes it.
 - ``proxies``: requests' choice for the URL (``select_proxy``, environment and ``NO_PROXY`` already
   applied by the session) as the request's ``proxy``; http:// and https:// proxies (CONNECT tunnels
-  for https:// targets). A SOCKS proxy raises ``InvalidSchema``, never a direct connection.
+  for https:// targets) and SOCKS proxies (``socks5://``, ``socks5h://``, ``socks4://``,
+  ``socks4a://``, as requests[socks] names them); another scheme raises ``InvalidSchema``.
 - ``max_retries`` (an int or a ``urllib3.Retry``): requests' meaning (connect / read / status
   retries with backoff), on top of geventagent's own safe retry of stale keep-alive sockets.
 - ``pool_maxsize`` onto ``max_sockets`` of the adapter's own agents (a hard cap, unlike urllib3's);
@@ -372,8 +373,8 @@ class AgentAdapter(HTTPAdapter):
             proxy_url = parse_url(proxy)
             if not proxy_url.host:
                 raise rex.InvalidProxyURL("Please check proxy URL. It is malformed and could be missing the host.")
-            if (proxy_url.scheme or "").lower().startswith("socks"):
-                raise rex.InvalidSchema("SOCKS proxies are not supported by geventagent's adapter: {}".format(proxy))
+            if (proxy_url.scheme or "").lower() not in ("http", "https", "socks5", "socks5h", "socks4", "socks4a"):
+                raise rex.InvalidSchema("Unsupported proxy scheme: {}".format(proxy))
             options["proxy"] = proxy
         key_cert = tuple(cert) if isinstance(cert, list) else cert
         self._pool_keys.pools.setdefault((scheme, parts.hostname, parts.port, verify, key_cert, proxy), None)
