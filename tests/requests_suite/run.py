@@ -3,7 +3,7 @@ machine: stock, then with every Session through ``geventagent.contrib.requests.i
 Prints both counts; exits non-zero when the adapter passes more than ``--allowed`` (3) fewer tests
 than stock requests (the differences are listed in the README).
 
-    python tests/requests_suite/run.py [--allowed 9]
+    python tests/requests_suite/run.py [--allowed 3]
 """
 
 from __future__ import annotations
