@@ -128,13 +128,8 @@ def make_urllib3():
     return fetch
 
 
-def make_requests():
-    import requests
-
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=max(ORIGINS, 10), pool_maxsize=CONNS, pool_block=True)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
+def _requests_fetch(session):
+    """One workload request through a requests ``session`` (stock or through install())."""
     # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override session.verify
     verify = CA if HTTPS else True
     headers = None if KEEP_ALIVE else {"Connection": "close"}
@@ -146,6 +141,16 @@ def make_requests():
         return len(res.content)
 
     return fetch
+
+
+def make_requests():
+    import requests
+
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=max(ORIGINS, 10), pool_maxsize=CONNS, pool_block=True)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return _requests_fetch(session)
 
 
 def make_requests_ga():
@@ -156,17 +161,7 @@ def make_requests_ga():
     import requests
 
     session = requests.Session()
-    # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override session.verify
-    verify = CA if HTTPS else True
-    headers = None if KEEP_ALIVE else {"Connection": "close"}
-
-    def fetch(url):
-        res = session.request(METHOD, url, data=BODY, headers=headers, verify=verify)
-        if res.status_code != 200:
-            raise ValueError(res.status_code)
-        return len(res.content)
-
-    return fetch
+    return _requests_fetch(session)
 
 
 def make_requests_floor():

@@ -36,6 +36,15 @@ def _free_port() -> int:
     return port
 
 
+def _stop_all(procs) -> None:
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _wait_listening(port: int, proc: subprocess.Popen, seconds: float = 15) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -89,12 +98,7 @@ def proxy_py():
         return "http://127.0.0.1:%d" % port
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    _stop_all(procs)
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,7 @@ from geventagent.errors import ProxyTunnelError
 from geventagent.proxy import parse_proxy
 from geventagent.testing import Response
 
-
-def _free_port() -> int:
-    probe = stdsocket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
+from .test_proxy import _free_port, _stop_all
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +47,7 @@ def pproxy():
                 time.sleep(0.05)
 
     yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    _stop_all(procs)
 
 
 def test_socks_urls_parse():

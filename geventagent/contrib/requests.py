@@ -419,9 +419,7 @@ class AgentAdapter(HTTPAdapter):
             raise mapped from exc
         try:
             retries = retries.increment(method, url, error=_urllib3_error(exc, _connect_phase(exc)))
-        except MaxRetryError:
-            raise mapped from exc
-        except Exception:  # increment re-raises the error it was given when it may not retry it
+        except Exception:  # MaxRetryError, or the error itself when it may not be retried
             raise mapped from exc
         retries.sleep()
         return retries
