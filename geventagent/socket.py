@@ -61,6 +61,8 @@ STALE_AT_WRITE = 2
 
 #: Writes up to this many bytes may be corked (see ``Socket.send_corked``); 0 turns corking off.
 CORK_MAX = 16384
+#: TLS writes up to this size go to the SSL object directly (gevent's sendall takes larger ones).
+TLS_DIRECT_MAX = 65536
 
 
 class _CorkWake(Exception):
@@ -109,6 +111,7 @@ class Socket(EventEmitter):
         "_timer_after",
         "_watcher",
         "_raw",
+        "_ssl",
         "_http_message",
         "_exchange",
         "_agent",
@@ -158,6 +161,9 @@ class Socket(EventEmitter):
         self._idle_reason = "idle_timeout"
         self._keep_alive_state: Any = None
         self._raw: Any = None  # the C socket of a plain (non-TLS) gevent socket, for fast writes
+        # The C SSL object of a TLS socket (gevent's SSLSocket over a non-blocking fd): its reads and
+        # writes go to it directly, as _raw's do, and only a blocked one takes gevent's waiting path.
+        self._ssl: Any = None
         self._corked: Any = None  # bytes waiting in the hub's cork (see send_corked)
         self._cork_after: Any = None  # after the flush: an error, or the bytes it could not write
         self._cork_waiting = False
@@ -439,6 +445,8 @@ class Socket(EventEmitter):
                     sent = 0
                 if sent < len(data):
                     self._sock.sendall(memoryview(data)[sent:])
+            elif self._ssl is not None and len(data) <= TLS_DIRECT_MAX:
+                self._tls_write(data)
             else:
                 self._sock.sendall(data)
         except (OSError, AttributeError) as exc:
@@ -450,13 +458,30 @@ class Socket(EventEmitter):
             raise err from exc
         self.bytes_written += len(data)
 
+    # TLS I/O on the SSL object itself (``_ssl``, set by tls.TlsSocket, which has the versions that
+    # know the ssl module's errors; importing geventagent must not import ssl).
+    def _tls_write(self, data: Any) -> None:
+        self._sock.sendall(data)
+
+    def _tls_write_nowait(self, data: Any) -> int:
+        raise BlockingIOError
+
+    def _tls_read(self, size: int) -> bytes:
+        return self._sock.recv(size)
+
     def send_corked(self, data: bytes) -> None:
         """Write all of ``data``, held back until this hub's current round ends and then sent
         together with the other greenlets' corked writes (see :class:`geventagent._hub.Cork`).
         The next :meth:`recv` waits for readability without a first read attempt; it, or the
         next :meth:`send`, raises the write's error (as :meth:`send` would). Writes over
-        ``CORK_MAX`` bytes, and TLS or Unix sockets, are sent at once."""
-        if self._raw is None or len(data) > CORK_MAX or self._corked is not None or self._cork_after is not None:
+        ``CORK_MAX`` bytes, and sockets that are neither plain nor gevent's TLS over a plain one
+        (TLS in a TLS proxy tunnel), are sent at once."""
+        if (
+            (self._raw is None and self._ssl is None)
+            or len(data) > CORK_MAX
+            or self._corked is not None
+            or self._cork_after is not None
+        ):
             self.send(data)
             return
         self._corked = data
@@ -505,11 +530,14 @@ class Socket(EventEmitter):
         self._corked = None
         after: Any = None
         try:
-            if self.destroyed or self.generation != _hub._generation or self._raw is None:
+            if self.destroyed or self.generation != _hub._generation or (self._raw is None and self._ssl is None):
                 after = socket_hang_up()  # never write to a destroyed or inherited socket
             else:
                 try:
-                    sent = _socket.socket.send(self._raw, data)
+                    if self._raw is not None:
+                        sent = _socket.socket.send(self._raw, data)
+                    else:
+                        sent = self._tls_write_nowait(data)
                 except BlockingIOError:
                     sent = 0
                 except OSError as exc:
@@ -536,7 +564,13 @@ class Socket(EventEmitter):
         flushed yet, wait (for readability when ``for_read``: the flush comes first, then the
         response); then finish the write or raise its error (mapped as :meth:`send` maps it)."""
         sock = self._sock
-        if self._corked is not None and for_read and sock is not None and not self.destroyed:
+        if (
+            self._corked is not None
+            and for_read
+            and sock is not None
+            and not self.destroyed
+            and not (self._ssl is not None and self._ssl.pending())  # decrypted bytes wait already
+        ):
             self._cork_waiting = True
             try:
                 sock._wait(sock._read_event)  # gevent's wait: the socket's timeout; close() cancels it
@@ -583,7 +617,10 @@ class Socket(EventEmitter):
         sock = self._sock
         try:
             if within is None:
-                data = sock.recv(size)
+                if self._ssl is not None:
+                    data = self._tls_read(size)
+                else:
+                    data = sock.recv(size)
             else:
                 sock.settimeout(within)
                 try:
@@ -838,7 +875,7 @@ class Socket(EventEmitter):
             self._watcher = None
         self._unlist()
         sock = self._sock
-        self._raw = None
+        self._raw = self._ssl = None
         if sock is not None:
             try:
                 sock.close()
@@ -861,7 +898,7 @@ class Socket(EventEmitter):
             setattr(self, name, None)
             if watcher is not None:
                 watcher.close()
-        sock, self._sock, self._raw = self._sock, None, None
+        sock, self._sock, self._raw, self._ssl = self._sock, None, None, None
         if sock is not None:
             try:
                 sock.close()

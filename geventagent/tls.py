@@ -359,6 +359,34 @@ class TlsSocket(Socket):
             self._session_saved = True
             agent._cache_session(key, tls.session)
         super()._after_connect(tls)
+        if isinstance(tls, gssl.SSLSocket):  # gevent's over a plain fd (not TLS in a proxy's TLS)
+            self._ssl = getattr(tls, "_sslobj", None)
+
+    # Reads and writes on the SSL object itself, as the plain socket's go to the C socket: gevent's
+    # SSLSocket layers (sendall, send, recv, read) are taken only to wait or to decide an error.
+    def _tls_write(self, data: Any) -> None:
+        try:
+            self._ssl.write(data)  # all of it, or an error (CPython sets no partial-write mode)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            self._sock.sendall(data)  # waits; OpenSSL's retry gets the same bytes, as it requires
+
+    def _tls_write_nowait(self, data: Any) -> int:
+        """The cork's write, in the hub: all of ``data`` written, or 0 (the owning greenlet then
+        writes all of it again, waiting)."""
+        try:
+            return int(self._ssl.write(data))
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return 0
+
+    def _tls_read(self, size: int) -> bytes:
+        sslobj, sock = self._ssl, self._sock
+        while True:
+            try:
+                return sslobj.read(size)
+            except ssl.SSLWantReadError:  # a record not all here yet, or only a session ticket
+                sock._wait(sock._read_event)  # gevent's wait, under the socket's timeout
+            except ssl.SSLError:  # EOF, an alert, a renegotiation: gevent's read decides
+                return sock.recv(size)
 
     def _peek(self) -> Optional[str]:
         """Liveness of an idle TLS socket: TLS 1.3 session tickets (records with no application data)

@@ -9,11 +9,12 @@ import ssl
 import gevent
 import pytest
 import trustme
+from gevent import socket as gsocket
 from gevent import ssl as gssl
 from gevent.server import StreamServer
 
 import geventagent as ga
-from geventagent.testing import Response
+from geventagent.testing import Response, fault
 
 from .conftest import server_context, spawn_all
 
@@ -267,16 +268,120 @@ def test_a_chain_from_an_unknown_ca_is_unable_to_get_issuer_locally(tls_server, 
     assert info.value.code == "UNABLE_TO_GET_ISSUER_CERT_LOCALLY"  # as Node v20 reports it (chain of 2)
 
 
-def test_post_on_a_tls_socket_the_server_just_closed_goes_out_once_on_a_new_connection(tls_server, https_agent):
-    # TLS writes are not corked: the write peeks first (TLS-aware), finds the FIN and the request
-    # goes out on a new connection, whatever its method and retry policy.
+@pytest.mark.parametrize("size", [3, 20000, 100000], ids=["corked", "ssl-object", "gevent-sendall"])
+def test_post_on_a_tls_socket_the_server_just_closed_goes_out_once_on_a_new_connection(tls_server, https_agent, size):
+    # A small request is corked (one poll(0) for the round's handed-over sockets before the
+    # write), a larger one is written to the SSL object at once and the largest through gevent's
+    # sendall (both peek first, TLS-aware): each finds the FIN and the POST goes out once, on a
+    # new connection, whatever its method and retry policy.
     bodies = []
     server = tls_server(lambda req: (bodies.append(req.body), Response(200, b"%d" % len(req.body)))[1])
     agent = https_agent(keep_alive=True, max_sockets=1, retry=False)
     assert ga.get(server.url("/first", host="localhost"), agent=agent).read() == b"0"
     [conn] = [c for c in server.connections if not c.closed]
     conn.sock.shutdown(socket.SHUT_WR)  # FIN now; no yield before the POST
-    res = ga.request("POST", server.url("/post", host="localhost"), agent=agent, body=b"tls")
-    assert res.read() == b"3"
-    assert bodies == [b"", b"tls"]
+    res = ga.request("POST", server.url("/post", host="localhost"), agent=agent, body=b"t" * size)
+    assert res.read() == b"%d" % size
+    assert bodies == [b"", b"t" * size]
     assert agent.counters["redispatched"] == 1 and server.connections_total == 2
+
+
+# -- TLS I/O on the SSL object, and corked TLS writes ----------------------------------------------
+def test_queued_tls_requests_handed_a_socket_the_server_closed_are_not_lost(tls_server, https_agent):
+    # 3 answers per connection, then a silent close; 30 GETs and 12 POSTs (no retries) through
+    # one TLS socket: each is queued and handed the socket the one before freed.
+    handler, options = fault("close_after", n=3)
+    server = tls_server(handler, **options)
+    agent = https_agent(keep_alive=True, max_sockets=1, retry=False)
+    gets = spawn_all(
+        *[lambda i=i: ga.get(server.url("/g%d" % i, host="localhost"), agent=agent).read() for i in range(30)]
+    )
+    assert gets == [b"/g%d" % i for i in range(30)]
+    posts = spawn_all(
+        *[
+            lambda i=i: ga.request("POST", server.url("/p%d" % i, host="localhost"), body=b"x" * i, agent=agent).read()
+            for i in range(12)
+        ]
+    )
+    assert posts == [b"/p%d" % i for i in range(12)]
+    assert sorted(r.body for r in server.requests if r.method == "POST") == sorted(b"x" * i for i in range(12))
+    assert server.requests_total == 42 and agent.counters["retries"] == 0  # each went out once
+    assert agent.counters["redispatched"] == 13 and agent.close_reasons.get("server_close") == 13
+
+
+def test_a_small_tls_request_is_corked_and_its_response_read(tls_server, https_agent):
+    server = tls_server(lambda req: Response(200, req.path.encode()))
+    agent = https_agent(keep_alive=True)
+    sock = agent.create_connection(dict(agent.options, host="localhost", port=server.port, servername="localhost"))
+    sock.connect()
+    try:
+        sock.send_corked(b"GET /corked HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert sock.status()["corked"] > 0 and sock.bytes_written == 0  # held until the round ends
+        head = b""
+        with gevent.Timeout(5):
+            while b"/corked" not in head:
+                data = sock.recv()
+                assert data, "EOF before the response"
+                head += data
+        assert head.startswith(b"HTTP/1.1 200") and sock.bytes_written > 0
+    finally:
+        sock.destroy()
+
+
+def test_a_blocked_corked_tls_write_is_finished_whole_by_the_greenlet(ca, https_agent):
+    # The server reads nothing for 0.3 s through small buffers: OpenSSL cannot write the 16 KiB
+    # record in the hub, and the greenlet writes the same bytes again, waiting (as OpenSSL
+    # requires); the server then decrypts every byte in order.
+    got = bytearray()
+
+    def slow(sock, address):
+        gevent.sleep(0.3)
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                got.extend(data)
+        except OSError:
+            return
+
+    ctx = server_context(ca)
+    listener = gsocket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    server = StreamServer(listener, slow, ssl_context=ctx)
+    server.start()
+    agent = https_agent()
+    sock = agent.create_connection(
+        dict(agent.options, host="localhost", port=server.server_port, servername="localhost")
+    )
+    try:
+        sock.connect()
+        sock._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2048)
+        payload = bytes(range(256)) * 64  # 16384 bytes = CORK_MAX
+        sock.send_corked(payload)
+        gevent.sleep(0)
+        assert sock.status()["write_pending"] == "rest", "OpenSSL wrote it all: the test cannot see a blocked write"
+        sock.send(b"")  # finishes the corked write first
+        with gevent.Timeout(5):
+            while len(got) < len(payload):
+                gevent.sleep(0.01)
+        assert bytes(got) == payload and sock.bytes_written >= len(payload)
+    finally:
+        sock.destroy()
+        server.stop()
+
+
+def test_a_tls_response_that_never_comes_times_out_cooperatively(tls_server, https_agent):
+    server = tls_server(lambda req: (gevent.sleep(3), Response(200, b"late"))[1])
+    agent = https_agent(keep_alive=True, timeout=0.3)
+    ticks = []
+    ticker = gevent.spawn(lambda: [ticks.append(1) or gevent.sleep(0.02) for _ in range(100)])
+    try:
+        with pytest.raises(ga.errors.RequestTimeout) as info:
+            ga.get(server.url("/slow", host="localhost"), agent=agent)
+        assert info.value.code == "ETIMEDOUT" and len(ticks) >= 8
+        assert agent.total_socket_count == 0  # destroyed, not pooled
+    finally:
+        ticker.kill()
