@@ -16,6 +16,7 @@ import geventagent as ga
 from geventagent.testing import Response, fault
 
 from .conftest import spawn_all
+from .test_proxy import relay  # noqa: F401  (fixture)
 
 requests = pytest.importorskip("requests")
 from requests.adapters import HTTPAdapter  # noqa: E402
@@ -217,3 +218,55 @@ def test_uploads_bodies_of_every_kind(make_server, session):
     assert session.post(server.url("/"), data=iter([b"ab", b"cd"])).text == "4:chunked"
     assert session.post(server.url("/"), json={"k": "v"}).text == "10:-"
     assert session.post(server.url("/"), files={"f": ("a.txt", b"hello")}).text.endswith(":-")
+
+
+# -- install() remembers requests' environment proxy lookup while os.environ is unchanged ----------
+def test_installed_requests_see_proxy_environment_changes_at_once(make_server, installed, relay, monkeypatch):  # noqa: F811
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    server = make_server(lambda req: Response(200, req.path.encode()))
+    proxy = relay()
+    assert requests.get(server.url("/direct")).content == b"/direct" and proxy.heads == []
+    monkeypatch.setenv("http_proxy", proxy.url)  # set between two requests, nothing else changed
+    assert requests.get(server.url("/proxied")).content == b"/proxied"
+    assert [head[0] for head in proxy.heads] == ["GET %s HTTP/1.1" % server.url("/proxied")]
+    monkeypatch.setenv("no_proxy", "127.0.0.1")  # the same URL's origin, now bypassed
+    assert requests.get(server.url("/bypassed")).content == b"/bypassed" and len(proxy.heads) == 1
+    monkeypatch.delenv("no_proxy")
+    monkeypatch.delenv("http_proxy")
+    assert requests.get(server.url("/direct-again")).content == b"/direct-again" and len(proxy.heads) == 1
+
+
+def test_the_environment_proxy_memo_answers_as_requests_does_and_uninstall_restores_it(monkeypatch):
+    from requests.utils import get_environ_proxies
+
+    ga_requests.install()
+    try:
+        memo = requests.sessions.get_environ_proxies
+        if not ga_requests._environment_only_proxies():
+            assert memo is get_environ_proxies  # system proxy settings: no memo
+            return
+        assert isinstance(memo, ga_requests._EnvironProxies)
+        monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+        monkeypatch.setenv("no_proxy", "internal.example,10.0.0.0/8")
+        urls = [
+            "https://api.example/v1?x=1",
+            "https://api.example:8443/",
+            "https://svc.internal.example/a",
+            "http://10.1.2.3/b",
+            "https://u:p@api.example/c",
+            "https://api.example?q=/x",
+        ]
+        for url in urls:
+            for no_proxy in (None, "api.example"):
+                assert memo(url, no_proxy=no_proxy) == get_environ_proxies(url, no_proxy=no_proxy), (url, no_proxy)
+                answer = memo(url, no_proxy=no_proxy)
+                answer["mutated"] = "by the caller"
+                assert "mutated" not in memo(url, no_proxy=no_proxy)  # each caller gets its own copy
+        monkeypatch.setenv("https_proxy", "http://other.example:3128")
+        assert memo(urls[0]) == {"https": "http://other.example:3128", "no": "internal.example,10.0.0.0/8"}
+    finally:
+        ga_requests.uninstall()
+    assert requests.sessions.get_environ_proxies is get_environ_proxies
