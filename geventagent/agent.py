@@ -362,7 +362,8 @@ class Agent(EventEmitter):
         """
         if isinstance(options, str):
             options = {"host": options, "port": port, "local_address": local_address}
-        self._check_context()
+        if self._generation != _hub._generation or _real_get_ident() != self._thread_id:
+            self._check_context()
         given = options
         options = {**options, **self.options}
         if self._proxy is not None or self._proxy_env is not None or "proxy" in options:

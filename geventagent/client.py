@@ -200,7 +200,7 @@ class ClientRequest(OutgoingMessage):
             # The common case, a URL and nothing else: its parts come parsed and validated from a
             # per-URL cache, and no options dict is built.
             protocol, host, port, path, auth = _options.url_template(url)
-            default_agent = _default_agent(protocol)
+            default_agent = _https.https_global_agent if protocol == "https:" else _agent.global_agent
             opts: Any = None
             set_host = True
             default_port = None
@@ -545,8 +545,10 @@ class ClientRequest(OutgoingMessage):
                 return self._read_response(exchange)
             exchange.send_body(parts)
             exchange.end_body()
-        elif isinstance(parts, (list, tuple)) and len(parts) <= 1 and (not parts or len(parts[0]) <= CHUNK_MAX):
-            exchange.send_whole(head, parts[0] if parts else b"", chunked)
+        elif not parts:  # (an empty tuple or list: no body)
+            exchange.send_whole(head, b"", chunked)
+        elif isinstance(parts, (list, tuple)) and len(parts) == 1 and len(parts[0]) <= CHUNK_MAX:
+            exchange.send_whole(head, parts[0], chunked)
         else:
             exchange.send_head(head, chunked, None)
             try:
@@ -686,17 +688,16 @@ class ClientRequest(OutgoingMessage):
         res.socket = None
         reason = exchange.verdict()
         exchange.parser = None  # the response holds it now: an idle pooled socket keeps no buffers
-        if not socket.destroyed:
+        if socket._release_hook and not socket.destroyed:
             socket._before_release()
         if reason is None:
             self.destroyed = True  # Node: a later req.destroy() cannot touch the pooled socket
         if res._events and "end" in res._events:
             res.emit("end")
         if reason is None:
-            if not socket.destroyed:
-                self._emit_close()
-                socket.emit("free")
             self._emit_close()
+            if not socket.destroyed:  # (a 'close' listener may have destroyed it)
+                socket.emit("free")
             res._emit_close()
         else:  # not pooled: the response closes, then the request (Node's order)
             if not socket.destroyed:

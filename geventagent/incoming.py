@@ -257,7 +257,8 @@ class IncomingMessage(EventEmitter):
     def _emit_close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.emit("close")
+            if self._events and "close" in self._events:
+                self.emit("close")
 
     def _take(self, amt: Optional[int]) -> bytes:
         body = self._parser.body

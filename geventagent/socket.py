@@ -559,11 +559,12 @@ class Socket(EventEmitter):
         if self._cork_waiting and sock is not None:
             sock.hub.cancel_wait(sock._read_event, _CorkWake())
 
-    def _await_cork(self, for_read: bool) -> None:
+    def _await_cork(self, for_read: bool) -> bool:
         """In the owning greenlet, before its next I/O on this socket: if the cork has not been
         flushed yet, wait (for readability when ``for_read``: the flush comes first, then the
         response); then finish the write or raise its error (mapped as :meth:`send` maps it)."""
         sock = self._sock
+        readable = False
         if (
             self._corked is not None
             and for_read
@@ -574,6 +575,7 @@ class Socket(EventEmitter):
             self._cork_waiting = True
             try:
                 sock._wait(sock._read_event)  # gevent's wait: the socket's timeout; close() cancels it
+                readable = True
             except _CorkWake:
                 pass
             except BaseException as exc:
@@ -602,6 +604,7 @@ class Socket(EventEmitter):
                     raise socket_hang_up() from after
                 raise from_os_error(after, "write") from after
             self.send(after)
+        return readable
 
     def recv(self, size: int = 65536, within: Optional[float] = None) -> bytes:
         """Read up to ``size`` bytes; ``b""`` at EOF.
@@ -612,13 +615,21 @@ class Socket(EventEmitter):
         Raises:
             RequestTimeout (after ``'timeout'``), ConnectionReset, NetworkError.
         """
+        readable = False
         if self._corked is not None or self._cork_after is not None:
-            self._await_cork(True)
+            readable = self._await_cork(True)
         sock = self._sock
         try:
             if within is None:
                 if self._ssl is not None:
                     data = self._tls_read(size)
+                elif readable and self._raw is not None:
+                    # The cork's wait saw it readable: read the C socket at once (gevent's recv
+                    # would make the same call one Python frame further down).
+                    try:
+                        data = _socket.socket.recv(self._raw, size)
+                    except BlockingIOError:
+                        data = sock.recv(size)
                 else:
                     data = sock.recv(size)
             else:
@@ -783,6 +794,9 @@ class Socket(EventEmitter):
             timer.stop()
         if not self.destroyed:
             self.emit("timeout")
+
+    #: Whether :meth:`_before_release` does anything (a TLS socket that has a session to cache).
+    _release_hook = False
 
     def _before_release(self) -> None:
         """Called when a response ended, before the socket is pooled or closed (TLS: cache the session)."""
