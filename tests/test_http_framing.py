@@ -33,6 +33,23 @@ def test_parser_content_length_in_pieces():
     assert b"".join(p.body) == b"hello" and p.raw_headers == [("Content-Length", "5"), ("X-A", "1")]
 
 
+@pytest.mark.parametrize(
+    "head, version",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "1.1"),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "1.0"),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "1.0"),
+    ],
+    ids=["1.1", "1.0", "1.1-interim-then-1.0"],
+)
+@pytest.mark.parametrize("pieces", [False, True], ids=["whole", "byte-by-byte"])
+def test_parser_http_version_is_the_final_responses(head, version, pieces):
+    p = ResponseParser()
+    for part in [head[i : i + 1] for i in range(len(head))] if pieces else [head]:
+        p.feed(part)
+    assert p.headers_complete and p.http_version == version
+
+
 def test_parser_chunked_with_trailers():
     p = ResponseParser()
     p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 9\r\n\r\n")
