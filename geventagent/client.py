@@ -561,7 +561,12 @@ class ClientRequest(OutgoingMessage):
                 if not exchange.take_early_response(self._on_interim):
                     raise
                 return self._read_response(exchange)
-        return self._finish_and_read(exchange)
+        # _finish_and_read(), inline (the hot path: one call fewer per request)
+        self._t_sent = _now()
+        self.finished = True
+        if self._events and "finish" in self._events:
+            self.emit("finish")
+        return self._read_response(exchange)
 
     def _finish_and_read(self, exchange: Exchange) -> IncomingMessage:
         self._t_sent = _now()

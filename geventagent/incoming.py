@@ -178,16 +178,14 @@ class IncomingMessage(EventEmitter):
                 for chunk in reversed(chunks):
                     self.emit("data", chunk)
         if parser.message_complete and not self.complete:
-            self._on_complete()
+            # the message ended
+            self.complete = True
+            if self._unread is not None:
+                self._unwatch()
+            self.req._response_complete(self)  # emits 'end' at Node's point in the sequence
         elif parser.error is not None:  # the body is malformed: what came before it stays readable
             self._failure = parser.error
             self._abort(parser.error)
-
-    def _on_complete(self) -> None:
-        self.complete = True
-        if self._unread is not None:
-            self._unwatch()
-        self.req._response_complete(self)  # emits 'end' at Node's point in the sequence
 
     # -- a response the caller holds unread -----------------------------------------------------
     def _watch_unread(self, seconds: float) -> "weakref.ReferenceType[IncomingMessage]":
