@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Protocol
 
 import gevent
 
-__all__ = ["Cork", "TimerList", "HubState", "hub_state", "fork_generation", "status"]
+__all__ = ["Cork", "TimerList", "HubState", "hub_state", "fork_generation", "readable_now", "status"]
 
 _generation = 0
 
@@ -175,6 +175,19 @@ def _check(socks: List[Corked]) -> None:
             sock._cork_checked()
         else:
             sock._cork_flush(True)
+
+
+def readable_now(fd: int) -> bool:
+    """Has ``fd`` something to read (a FIN, an RST, stray bytes) right now? One poll(0); True
+    when it cannot tell (the caller then looks itself)."""
+    if _poll is None:
+        return True
+    try:
+        poller = _poll()
+        poller.register(fd, _POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
 class TimerList:

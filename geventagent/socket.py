@@ -430,7 +430,9 @@ class Socket(EventEmitter):
         if self._check_stale:
             self._check_stale = 0
             self._unwatch_idle()
-            reason = self._peek()
+            # One poll(0) first: a peek of a healthy socket fails with EAGAIN, and that OSError
+            # (its message decoded from the C library's) costs more than the poll.
+            reason = self._peek() if self.destroyed or self._sock is None or _hub.readable_now(self._fd) else None
             if reason is not None:
                 self._stale_reason = reason
                 raise StaleSocket(reason)
