@@ -152,24 +152,30 @@ except (AttributeError, ImportError):  # pragma: no cover  (no poll() on this pl
     _POLLIN = 1
 
 
+def _poll_now(fds: Any) -> Any:
+    """``poll(0)`` over ``fds`` for reading: the ``(fd, event)`` pairs that are ready (usually
+    none), or None when it cannot tell (no poll() here, or a bad fd)."""
+    if _poll is None:
+        return None
+    try:
+        poller = _poll()
+        register = poller.register
+        for fd in fds:
+            register(fd, _POLLIN)
+        return poller.poll(0)
+    except (OSError, ValueError):
+        return None
+
+
 def _check(socks: List[Corked]) -> None:
     """Which of ``socks`` have something to read (a FIN, an RST, stray bytes)? One poll(0) for
     all of them (a peek each would raise and catch BlockingIOError for every healthy socket)."""
-    events: Any = None
-    if _poll is not None:
-        try:
-            poller = _poll()
-            register = poller.register
-            for sock in socks:
-                register(sock._fd, _POLLIN)
-            events = poller.poll(0)
-        except (OSError, ValueError):
-            events = None  # cannot tell: each socket looks for itself
+    events = _poll_now([sock._fd for sock in socks])
     if events is not None and not events:  # the usual answer: nothing to read anywhere
         for sock in socks:
             sock._cork_flush(True)
         return
-    ready = {fd for fd, _ in events} if events is not None else None
+    ready = {fd for fd, _ in events} if events is not None else None  # None: each looks for itself
     for sock in socks:
         if ready is None or sock._fd in ready:
             sock._cork_checked()
@@ -180,14 +186,8 @@ def _check(socks: List[Corked]) -> None:
 def readable_now(fd: int) -> bool:
     """Has ``fd`` something to read (a FIN, an RST, stray bytes) right now? One poll(0); True
     when it cannot tell (the caller then looks itself)."""
-    if _poll is None:
-        return True
-    try:
-        poller = _poll()
-        poller.register(fd, _POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):
-        return True
+    events = _poll_now((fd,))
+    return events is None or bool(events)
 
 
 class TimerList:
