@@ -159,8 +159,14 @@ class ResponseParser:
         self.body: Deque[bytes] = deque()
         self.informational: List[Tuple[int, str, str, HeaderPairs]] = []
         self._status_parts: List[bytes] = []
-        if method == "CONNECT":
-            self._connect_head = bytearray()
+        self._connect_head = bytearray() if method == "CONNECT" else None
+        # The defaults read before they are written, on the instance (CPython 3.11 specializes
+        # an instance attribute's read, not a class attribute's read through an instance).
+        self.headers_complete = self.message_complete = self.keep_alive = False
+        self.stray = self.slow_read = self._chunked = False
+        self.body_bytes = self.bytes_received = self._head_bytes = 0
+        self.upgrade_head = self.error = self.keep_alive_hint = None
+        self._scan = self._version = b""
 
     # -- headers, decoded on demand ---------------------------------------------------------------
     @property

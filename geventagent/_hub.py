@@ -92,11 +92,12 @@ class Cork:
     the poll, before any I/O callback) sends them, so the server's FIN or RST is seen up to the
     moment of the write with no system call for the healthy sockets."""
 
-    __slots__ = ("loop", "pending", "scheduled", "after_poll", "check", "idle")
+    __slots__ = ("loop", "pending", "checks", "scheduled", "after_poll", "check", "idle")
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
         self.pending: List[Corked] = []
+        self.checks: List[Corked] = []  # writes on handed-over sockets: one poll(0) for them first
         self.scheduled = False
         self.after_poll: List[Corked] = []
         self.check: Any = None
@@ -108,11 +109,22 @@ class Cork:
             self.scheduled = True
             self.loop.run_callback(self.flush)
 
+    def add_check(self, sock: Corked) -> None:
+        """Hold a write that needs the readiness check first (what :meth:`Corked._cork_flush`
+        would answer CHECK for: a socket handed straight from one request to the next), so the
+        flush asks no question it knows the answer to."""
+        self.checks.append(sock)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.run_callback(self.flush)
+
     def flush(self) -> None:
         self.scheduled = False
         pending, self.pending = self.pending, []
+        checks: Optional[List[Corked]] = self.checks or None
+        if checks is not None:
+            self.checks = []
         after_poll = self.after_poll
-        checks: Optional[List[Corked]] = None
         for sock in pending:
             wait = sock._cork_flush(False)
             if wait:

@@ -635,7 +635,9 @@ class ClientRequest(OutgoingMessage):
             )
 
     def _read_response(self, exchange: Exchange) -> IncomingMessage:
-        parser = exchange.read_head(self._on_interim)
+        # (no bound method per request when nobody listens: 'continue' and 'information'
+        # listeners are added before the request is written)
+        parser = exchange.read_head(self._on_interim if self._events else None)
         if exchange.socket.requests > 1:  # served on a connection that served one before
             try:
                 self.agent.counters["reused"] += 1

@@ -107,6 +107,8 @@ class IncomingMessage(EventEmitter):
     _failure: Optional[BaseException] = None  # why it was aborted while nobody read
 
     def __init__(self, req: ResponseOwner, exchange: "Exchange", parser: "ResponseParser") -> None:
+        self._events = None  # (on the instance: CPython 3.11 specializes reads of instance attributes)
+        self._unread = self._failure = None
         self.req = req
         self._exchange = exchange
         self._parser = parser

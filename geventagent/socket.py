@@ -131,6 +131,7 @@ class Socket(EventEmitter):
         "_idle_list",
         "_fd",
         "plain_proxy",
+        "_release_hook",
     )
 
     def __init__(self, options: Optional[Dict[str, Any]] = None, sock: Any = None) -> None:
@@ -177,6 +178,7 @@ class Socket(EventEmitter):
         self._peer: Any = None
         self._local: Any = None
         self._fd = -1  # the file descriptor once connected (for the cork's readiness check)
+        self._release_hook = self._RELEASE_HOOK  # (a slot: read per response)
         # the proxy this socket's requests go to as they are (absolute form), when it does not tunnel
         proxy = self.options.get("_proxy")
         self.plain_proxy: Any = proxy if not self.tunnels and proxy is not None and not proxy.socks else None
@@ -490,7 +492,10 @@ class Socket(EventEmitter):
         hub = self._hub
         if hub is None:
             hub = self._hub = _hub.hub_state()
-        hub.cork.add(self)
+        if self._check_stale == STALE_AT_WRITE:
+            hub.cork.add_check(self)  # handed over: the round's one poll(0) comes first
+        else:
+            hub.cork.add(self)
 
     # the cork's side (_hub.Corked): in the hub, never raising
     def _cork_checked(self) -> None:
@@ -798,7 +803,7 @@ class Socket(EventEmitter):
             self.emit("timeout")
 
     #: Whether :meth:`_before_release` does anything (a TLS socket that has a session to cache).
-    _release_hook = False
+    _RELEASE_HOOK = False
 
     def _before_release(self) -> None:
         """Called when a response ended, before the socket is pooled or closed (TLS: cache the session)."""

@@ -313,7 +313,7 @@ class TlsSocket(Socket):
     session for its origin when there is one. Through a proxy it opens a CONNECT tunnel first."""
 
     __slots__ = ("_https_agent", "session_reused", "_session_saved")
-    _release_hook = True  # caches the TLS session after the first response (see _before_release)
+    _RELEASE_HOOK = True  # caches the TLS session after the first response (see _before_release)
     tunnels = True
 
     def __init__(self, options: Dict[str, Any], agent: Any) -> None:
