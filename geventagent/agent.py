@@ -101,6 +101,54 @@ class Waiting(NamedTuple):
 
 _new_waiting = tuple.__new__
 
+
+class _AgentOptions(dict):
+    """``Agent.options``: a dict that also holds the origin keys worked out from it, by request
+    ``(host, port)``, and forgets them whenever it changes (a changed ``local_address`` or
+    ``family`` changes every key)."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.names: Dict[Tuple[Any, Any], str] = {}
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.names.clear()
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.names.clear()
+        super().__delitem__(key)
+
+    def __ior__(self, other: Any) -> "_AgentOptions":  # type: ignore[misc]
+        self.update(other)
+        return self
+
+    def __reduce__(self) -> Any:  # a copy or a pickle is a plain dict
+        return (dict, (dict(self),))
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.names.clear()
+        super().update(*args, **kwargs)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self.names.clear()
+        return super().setdefault(key, default)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self.names.clear()
+        return super().pop(key, *default)
+
+    def popitem(self) -> Tuple[Any, Any]:
+        self.names.clear()
+        return super().popitem()
+
+    def clear(self) -> None:
+        self.names.clear()
+        super().clear()
+
+
 # Every agent of this process, held weakly (for gunicorn's hooks: geventagent.contrib.gunicorn).
 _live_agents: "weakref.WeakSet[Agent]" = weakref.WeakSet()
 
@@ -218,7 +266,7 @@ class Agent(EventEmitter):
         if proxy_tls:
             _options.check_names(proxy_tls, _options.TLS_OPTIONS, "proxy_tls")
         self.proxy_tls: Dict[str, Any] = dict(proxy_tls or {})
-        self.options: Dict[str, Any] = dict(connect_options)
+        self.options: Dict[str, Any] = _AgentOptions(connect_options)
         self.options.setdefault("no_delay", True)
         if timeout:
             self.options["timeout"] = timeout
@@ -226,7 +274,14 @@ class Agent(EventEmitter):
         self._waiting: Dict[PoolRequest, Waiting] = {}
         self._queue_timers: Dict[PoolRequest, Any] = {}  # queue_timeout timers of waiting requests
         # The hooks Node lets users override: the default ones are inlined on the hot paths.
+        # Node sets defaultPort and protocol on the instance; so do we (from the class's values),
+        # and CPython 3.11 then specializes their per-request reads.
+        self.default_port = self.default_port
+        self.protocol = self.protocol
         cls = type(self)
+        # Origin keys are cached per request (host, port) when no override may read anything
+        # else and no proxy decides per request (see add_request).
+        self._names_cacheable = cls.get_name is Agent.get_name and self._proxy is None and self._proxy_env is None
         self._own_reuse_hook = cls.reuse_socket is not Agent.reuse_socket
         self._own_keep_hook = cls.keep_socket_alive is not Agent.keep_socket_alive
         self.sockets: Dict[str, List[Socket]] = {}
@@ -365,10 +420,27 @@ class Agent(EventEmitter):
         if self._generation != _hub._generation or _real_get_ident() != self._thread_id:
             self._check_context()
         given = options
-        options = {**options, **self.options}
-        if self._proxy is not None or self._proxy_env is not None or "proxy" in options:
-            self._with_proxy(options)
-        name = self.get_name(options)
+        own = self.options
+        options = {**options, **own}
+        if self._names_cacheable and len(given) == 2 and "proxy" not in options:
+            # The common case, a request's host and port and nothing else, and no proxy: its key
+            # once per origin (formatting it was a tenth of a small request's own work).
+            key = (given.get("host"), given.get("port"))
+            try:
+                names = own.names  # type: ignore[attr-defined]
+            except AttributeError:  # options replaced by a plain dict: nothing is cached
+                names = {}
+            name = names.get(key)
+            if name is None:
+                name = self.get_name(options)
+                if key[0] is not None and key[1] is not None:  # (the two keys are host and port)
+                    if len(names) >= 1024:
+                        names.clear()
+                    names[key] = name
+        else:
+            if self._proxy is not None or self._proxy_env is not None or "proxy" in options:
+                self._with_proxy(options)
+            name = self.get_name(options)
         self.counters["requests"] += 1
         if not req.fresh_connection and name in self.free_sockets:
             socket = self._take_free(name, req)
@@ -588,7 +660,7 @@ class Agent(EventEmitter):
             ):
                 socket.destroy(reason="rebalance")  # its 'close' serves the oldest waiting request
                 return
-            req = entry.req
+            req, _, _, _, since = entry  # (unpacked: CPython 3.11 does not specialize field reads)
             used = socket.requests > 0
             if used:
                 # Handed over from the request before: the same protection as a socket taken
@@ -605,7 +677,7 @@ class Agent(EventEmitter):
                 timer = self._queue_timers.pop(req, None)
                 if timer is not None:
                     timer.close()
-            waited = time.monotonic() - entry.since
+            waited = time.monotonic() - since
             self._queue_wait_count += 1
             self._queue_wait_total += waited
             if waited > self._queue_wait_max:

@@ -115,6 +115,42 @@ def test_http_agent_getname():
     )
 
 
+def test_origin_key_follows_changed_agent_options(server, make_agent):
+    """The key of a plain URL request is cached per (host, port); changing the agent's options
+    (in place, by update(), or by replacing the dict) changes the next request's key, as Node's
+    getName() reads them on every request."""
+    agent = make_agent(keep_alive=True)
+    url = "http://127.0.0.1:%d/" % server.port
+    ga.get(url, agent=agent).read()
+    assert list(agent.free_sockets) == ["127.0.0.1:%d:" % server.port]
+    agent.options["family"] = 4
+    ga.get(url, agent=agent).read()
+    assert sorted(agent.free_sockets) == ["127.0.0.1:%d:" % server.port, "127.0.0.1:%d::4" % server.port]
+    agent.options.update(local_address="127.0.0.1")
+    ga.get(url, agent=agent).read()
+    assert "127.0.0.1:%d:127.0.0.1:4" % server.port in agent.free_sockets
+    agent.options = {"no_delay": True}  # a plain dict: nothing is cached, keys still right
+    ga.get(url, agent=agent).read()
+    ga.get(url, agent=agent).read()
+    assert agent.counters["reused"] >= 1
+    assert len(agent.free_sockets) == 3
+
+
+def test_get_name_override_is_called_per_request(server, make_agent):
+    tag = ["a"]
+
+    class Keyed(ga.Agent):
+        def get_name(self, options=None):
+            return super().get_name(options) + ":" + tag[0]
+
+    agent = make_agent(Keyed, keep_alive=True)
+    url = "http://127.0.0.1:%d/" % server.port
+    for value in ("a", "b", "b"):
+        tag[0] = value
+        ga.get(url, agent=agent).read()
+    assert sorted(name.rsplit(":", 1)[1] for name in agent.free_sockets) == ["a", "b"]
+
+
 def test_request_fills_port_in_name(server, make_agent):
     agent = make_agent(keep_alive=True)
     names = []
