@@ -222,7 +222,9 @@ class ResponseParser:
             if self._trailer_fields >= self.max_header_size:  # Node counts field bytes, per section
                 raise _overflow()
         else:
-            self._raw += (name, value)
+            raw = self._raw
+            raw.append(name)  # (two appends: specialized, where += of a tuple builds one)
+            raw.append(value)
 
     def on_headers_complete(self) -> None:
         parser = self._parser

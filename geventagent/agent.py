@@ -294,7 +294,8 @@ class Agent(EventEmitter):
         self._queue_wait_max = 0.0
         self._thread_id: Optional[int] = None  # bound on first use
         self._generation = fork_generation()
-        self.on("free", self._on_free)
+        self._own_free = self._on_free  # the agent's own 'free' listener (see _SocketHooks.onfree)
+        self.on("free", self._own_free)
         _live_agents.add(self)
 
     def __repr__(self) -> str:
@@ -926,7 +927,12 @@ class _SocketHooks:
         return free is not None and self.socket in free
 
     def onfree(self) -> None:
-        self.agent.emit("free", self.socket, self.options)
+        agent = self.agent
+        events = agent._events
+        if events is not None and events.get("free") is agent._own_free:
+            agent._on_free(self.socket, self.options)  # the agent's 'free' listener alone: emit()'s effect
+        else:
+            agent.emit("free", self.socket, self.options)
 
     def onclose(self, had_error: bool = False) -> None:
         agent, socket = self.agent, self.socket
