@@ -120,29 +120,31 @@ class ResponseParser:
             within the socket's timeout, or :attr:`error` is set.
     """
 
-    # Scalars start from class-level defaults: a parser is created per response (hot path).
+    # Set by __init__ (read on every response: CPython 3.11 specializes a read of an instance
+    # attribute, not a class default read through an instance).
+    headers_complete: bool
+    message_complete: bool
+    keep_alive: bool
+    stray: bool
+    slow_read: bool
+    body_bytes: int
+    bytes_received: int
+    _head_bytes: int
+    upgrade_head: Optional[bytes]
+    error: Optional[HttpParseError]
+    keep_alive_hint: Optional[bytes]  # the first Keep-Alive header's value, if any
+    _connect_head: Optional[bytearray]  # a CONNECT's head bytes (its tunnel's first bytes follow)
+    # interim heads not yet split off: b"" (scanning, nothing held), bytes held, or None (done)
+    _scan: Optional[bytes]
+    _version: bytes  # the status line's "1.1" / "1.0" when the head came with no interim one first
+    _chunked: bool
+    # Class-level defaults: written before they are read, or read on rare paths only.
     status_code = 0
     status_message = ""
     http_version = "1.1"
-    headers_complete = False
-    message_complete = False
-    keep_alive = False
-    body_bytes = 0
-    upgrade_head: Optional[bytes] = None
-    stray = False
-    error: Optional[HttpParseError] = None
-    slow_read = False
-    bytes_received = 0
-    _head_bytes = 0
     _interim_bytes = 0
-    _connect_head: Optional[bytearray] = None
     _decoded: Optional[HeaderPairs] = None
-    keep_alive_hint: Optional[bytes] = None  # the first Keep-Alive header's value, if any
-    # interim heads not yet split off: b"" (scanning, nothing held), bytes held, or None (done)
-    _scan: Optional[bytes] = b""
-    _version = b""  # the status line's "1.1" / "1.0" when the head came with no interim one first
     # chunked bodies: chunk headers seen, whether one was the last event, size-line and trailer bytes
-    _chunked = False
     _chunk_headers = 0
     _body_at_chunk_header = -1  # body_bytes when the last chunk header ended
     _size_line = 0
@@ -160,8 +162,6 @@ class ResponseParser:
         self.informational: List[Tuple[int, str, str, HeaderPairs]] = []
         self._status_parts: List[bytes] = []
         self._connect_head = bytearray() if method == "CONNECT" else None
-        # The defaults read before they are written, on the instance (CPython 3.11 specializes
-        # an instance attribute's read, not a class attribute's read through an instance).
         self.headers_complete = self.message_complete = self.keep_alive = False
         self.stray = self.slow_read = self._chunked = False
         self.body_bytes = self.bytes_received = self._head_bytes = 0

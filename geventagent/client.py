@@ -635,9 +635,7 @@ class ClientRequest(OutgoingMessage):
             )
 
     def _read_response(self, exchange: Exchange) -> IncomingMessage:
-        # (no bound method per request when nobody listens: 'continue' and 'information'
-        # listeners are added before the request is written)
-        parser = exchange.read_head(self._on_interim if self._events else None)
+        parser = exchange.read_head(self._on_interim)
         if exchange.socket.requests > 1:  # served on a connection that served one before
             try:
                 self.agent.counters["reused"] += 1

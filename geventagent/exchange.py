@@ -358,22 +358,20 @@ class Exchange:
         return True
 
     # -- the response side --------------------------------------------------------------------
-    def _take_interim(self, parser: ResponseParser, on_interim: Optional[Callable[[Interim], None]]) -> bool:
+    def _take_interim(self, parser: ResponseParser, on_interim: Callable[[Interim], None]) -> bool:
         interim = parser.informational
         if not interim:
             return False
         taken: List[Interim] = list(interim)
         interim.clear()  # kept by nobody: a flood of 1xx costs no memory
-        if on_interim is not None:
-            for item in taken:
-                on_interim(item)
+        for item in taken:
+            on_interim(item)
         return True
 
-    def read_head(self, on_interim: Optional[Callable[[Interim], None]]) -> ResponseParser:
+    def read_head(self, on_interim: Callable[[Interim], None]) -> ResponseParser:
         """Read until the final response's head is parsed (interim responses go to
-        ``on_interim`` as they arrive; None: nobody listens, they are dropped). Returns the
-        parser; the response side is then ``RECV_BODY``, ``RECV_DONE`` (the body was in the
-        same reads) or ``RECV_UPGRADED``.
+        ``on_interim`` as they arrive). Returns the parser; the response side is then
+        ``RECV_BODY``, ``RECV_DONE`` (the body was in the same reads) or ``RECV_UPGRADED``.
 
         Raises:
             ConnectionReset (``"socket hang up"``: closed before a response), RequestTimeout,

@@ -103,11 +103,12 @@ class IncomingMessage(EventEmitter):
     Events: ``'data'(chunk)``, ``'end'``, ``'aborted'``, ``'error'(exc)``, ``'close'``.
     """
 
-    _unread: Any = None  # the unread-timeout timer while the caller holds it, its body to come
-    _failure: Optional[BaseException] = None  # why it was aborted while nobody read
+    _unread: Any  # the unread-timeout timer while the caller holds it, its body to come
+    _failure: Optional[BaseException]  # why it was aborted while nobody read
 
     def __init__(self, req: ResponseOwner, exchange: "Exchange", parser: "ResponseParser") -> None:
-        self._events = None  # (on the instance: CPython 3.11 specializes reads of instance attributes)
+        # (on the instance, not class defaults: CPython 3.11 specializes instance attribute reads)
+        self._events = None
         self._unread = self._failure = None
         self.req = req
         self._exchange = exchange
