@@ -6,7 +6,8 @@ builds (no coordinated omission). Prints one JSON line per run: p50 / p99 / p99.
     python bench/latency.py CLIENT PORT RATE SECONDS [--hog]
 
 CLIENT: ``geventagent``, ``geventhttpclient``, ``noop`` (the scheduler alone: how late a
-scheduled start is on this machine, the floor of every figure) or ``node`` (bench/latency.js).
+scheduled start is on this machine, the floor of every figure), ``rawpool`` (the minimal gevent
+pool: the floor with the network and nginx in it) or ``node`` (bench/latency.js).
 The scheduler sleeps to about 1 ms before each start and then waits a hub iteration at a time
 (``gevent.idle()``): epoll's timeouts are whole milliseconds, and a timer alone added up to 1 ms
 to every figure. (Yielding with ``gevent.sleep(0)`` instead keeps the hub's callbacks busy, so its
@@ -56,17 +57,55 @@ def make(client: str, port: int):
             res.release()
 
         return fetch
+    if client == "rawpool":
+        return _rawpool(port)
     if client == "noop":
         return lambda: None
     raise SystemExit("unknown client %s" % client)
+
+
+def _rawpool(port: int):
+    """The floor with the network and the server in it: the minimal gevent pool of
+    ``clients.py`` (a semaphore, a free list, a fixed request, a fixed-size response read; no
+    HTTP parsing, no checks, no timers) in this open-loop shape."""
+    from gevent import socket
+    from gevent.lock import Semaphore
+
+    request = b"GET /tiny HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    probe = socket.create_connection(("127.0.0.1", port))
+    probe.sendall(request)
+    first = b""
+    while b"\r\n\r\n" not in first:
+        first += probe.recv(65536)
+    probe.close()
+    head_end = first.index(b"\r\n\r\n") + 4
+    lengths = [line for line in first[:head_end].split(b"\r\n") if line.lower().startswith(b"content-length")]
+    expected = head_end + int(lengths[0].split(b":")[1])
+    slots, free = Semaphore(CONNS), []
+
+    def fetch():
+        slots.acquire()
+        try:
+            sock = free.pop() if free else socket.create_connection(("127.0.0.1", port))
+            sock.sendall(request)
+            data = sock.recv(65536)
+            while len(data) < expected:
+                data += sock.recv(65536)
+            free.append(sock)
+        finally:
+            slots.release()
+
+    return fetch
 
 
 def main() -> None:
     client, port, rate, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
     hog = "--hog" in sys.argv
     fetch = make(client, port)
-    for _ in range(2 * CONNS):  # warm: the connections open before the clock
-        fetch()
+    # Warm-up before the clock: all the connections open (CONNS at once), and the hot paths run
+    # (2,000 requests, as latency.js warms Node's JIT).
+    for _ in range(200):
+        gevent.joinall([gevent.spawn(fetch) for _ in range(CONNS)], raise_error=True)
     latencies: list = []
     errors = [0]
     group = Group()
