@@ -25,6 +25,8 @@ import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
 
+import rawpool  # noqa: E402  (bench/, this script's directory)
+
 # workload: (path, method, body, greenlets, requests, connections per origin, origins, keep-alive)
 # wait10k: each of the 10,000 greenlets makes 10 requests, so the figure is the pool's queue and
 # not greenlet creation and exit (2 requests each: a third of the time went to spawning).
@@ -210,55 +212,20 @@ def make_httpx():
     return fetch
 
 
-def _probe_response(request: bytes) -> tuple:
-    """``(head length, body length)`` of the server's answer to ``request`` (the floors read
-    fixed-size responses)."""
-    from gevent import socket
-
-    probe = socket.create_connection(("127.0.0.1", PORT))
-    probe.sendall(request)
-    first = b""
-    while b"\r\n\r\n" not in first:
-        first += probe.recv(65536)
-    probe.close()
-    head_end = first.index(b"\r\n\r\n") + 4
-    lines = first[:head_end].split(b"\r\n")
-    length = int([line.split(b":")[1] for line in lines if line.lower().startswith(b"content-length")][0])
-    return head_end, length
-
-
 def make_rawpool():
-    """The floor of a pool on gevent: a semaphore and a list of free sockets per origin, a fixed
-    request written, a fixed-size response read; no HTTP parsing, no checks, no timers. Its
-    ratios between workloads show what 10,000 parked greenlets or 1,000 live connections cost
-    on this machine whatever the client does (tiny-body workloads only)."""
+    """The floor of a pool on gevent (``rawpool.py``): a semaphore and a list of free sockets per
+    origin, a fixed request written, a fixed-size response read; no HTTP parsing, no checks, no
+    timers. Its ratios between workloads show what 10,000 parked greenlets or 1,000 live
+    connections cost on this machine whatever the client does (tiny-body workloads only)."""
     if PATH != "/tiny" or not KEEP_ALIVE:
         raise SystemExit("rawpool: tiny-body keep-alive workloads only")
-    from gevent import socket
-    from gevent.lock import Semaphore
-
     request = ("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % (METHOD, PATH)).encode()
-    head_len, body_len = _probe_response(request)  # every origin serves the same response
-    expected = head_len + body_len
-    pools: dict = {}
+    head_len, body_len = rawpool.probe_response(PORT, request)  # every origin serves the same response
+    pool = rawpool.make_pool(CONNS, request, head_len + body_len)
 
     def fetch(url):
-        port = int(url.split(":")[2].split("/")[0])
-        pool = pools.get(port)
-        if pool is None:
-            pool = pools[port] = (Semaphore(CONNS), [])
-        slots, free = pool
-        slots.acquire()
-        try:
-            sock = free.pop() if free else socket.create_connection(("127.0.0.1", port))
-            sock.sendall(request)
-            data = sock.recv(65536)
-            while len(data) < expected:
-                data += sock.recv(65536)
-            free.append(sock)
-            return body_len
-        finally:
-            slots.release()
+        pool(int(url.split(":")[2].split("/")[0]))
+        return body_len
 
     return fetch
 
@@ -270,7 +237,7 @@ def run_raw() -> dict:
         "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s" % (METHOD, PATH, "Content-Length: %d\r\n" % len(BODY) if BODY else "")
     ).encode()
     request = head + (b"Connection: keep-alive\r\n\r\n" if KEEP_ALIVE else b"Connection: close\r\n\r\n") + (BODY or b"")
-    head_end, length = _probe_response(request)
+    head_end, length = rawpool.probe_response(PORT, request)
     expected = head_end + length
     done = [0, 0]
     per = REQUESTS // CONNS

@@ -65,37 +65,14 @@ def make(client: str, port: int):
 
 
 def _rawpool(port: int):
-    """The floor with the network and the server in it: the minimal gevent pool of
-    ``clients.py`` (a semaphore, a free list, a fixed request, a fixed-size response read; no
-    HTTP parsing, no checks, no timers) in this open-loop shape."""
-    from gevent import socket
-    from gevent.lock import Semaphore
+    """The floor with the network and the server in it: the minimal gevent pool
+    (``rawpool.py``, as ``clients.py`` runs it) in this open-loop shape."""
+    import rawpool
 
     request = b"GET /tiny HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    probe = socket.create_connection(("127.0.0.1", port))
-    probe.sendall(request)
-    first = b""
-    while b"\r\n\r\n" not in first:
-        first += probe.recv(65536)
-    probe.close()
-    head_end = first.index(b"\r\n\r\n") + 4
-    lengths = [line for line in first[:head_end].split(b"\r\n") if line.lower().startswith(b"content-length")]
-    expected = head_end + int(lengths[0].split(b":")[1])
-    slots, free = Semaphore(CONNS), []
-
-    def fetch():
-        slots.acquire()
-        try:
-            sock = free.pop() if free else socket.create_connection(("127.0.0.1", port))
-            sock.sendall(request)
-            data = sock.recv(65536)
-            while len(data) < expected:
-                data += sock.recv(65536)
-            free.append(sock)
-        finally:
-            slots.release()
-
-    return fetch
+    head_len, body_len = rawpool.probe_response(port, request)
+    pool = rawpool.make_pool(CONNS, request, head_len + body_len)
+    return lambda: pool(port)
 
 
 def main() -> None:
