@@ -22,10 +22,9 @@ if CLIENT in ("urllib3", "requests", "requests_ga", "requests_floor", "httpx"):
     monkey.patch_all()
 
 import gevent  # noqa: E402
+import rawpool  # noqa: E402  (bench/, this script's directory)
 from gevent.event import Event  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
-
-import rawpool  # noqa: E402  (bench/, this script's directory)
 
 # workload: (path, method, body, greenlets, requests, connections per origin, origins, keep-alive)
 # wait10k: each of the 10,000 greenlets makes 10 requests, so the figure is the pool's queue and
