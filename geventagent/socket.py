@@ -55,7 +55,7 @@ _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
 #: waits for the hub's next poll and only a socket whose watcher became ready is peeked.
 #: AT_WRITE: handed straight from one request to the next (no watcher); right before the write,
 #: one poll(0) over the round's such sockets, and only a readable one is peeked (a write sent
-#: at once, not corked, polls alone).
+#: at once, not corked, peeks).
 STALE_AFTER_POLL = 1
 STALE_AT_WRITE = 2
 
@@ -479,18 +479,12 @@ class Socket(EventEmitter):
         The next :meth:`recv` waits for readability without a first read attempt; it, or the
         next :meth:`send`, raises the write's error (as :meth:`send` would). Writes over
         ``CORK_MAX`` bytes, and sockets that are neither plain nor gevent's TLS over a plain one
-        (TLS in a TLS proxy tunnel), are sent at once; except that a plain socket handed
-        straight from one request to the next corks a larger write too, so that its stale check
-        is the round's one poll(0) and not one of its own (what the kernel does not take at
-        once, the greenlet writes, as :meth:`send` would)."""
+        (TLS in a TLS proxy tunnel), are sent at once."""
         if (
             (self._raw is None and self._ssl is None)
+            or len(data) > CORK_MAX
             or self._corked is not None
             or self._cork_after is not None
-            or (
-                len(data) > CORK_MAX
-                and not (CORK_MAX and self._check_stale == STALE_AT_WRITE and self._raw is not None)
-            )
         ):
             self.send(data)
             return

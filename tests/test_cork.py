@@ -232,32 +232,6 @@ def test_cork_max_zero_writes_every_request_at_once(raw_server, monkeypatch):
     sock.destroy()
 
 
-def test_a_handed_over_socket_corks_a_write_over_cork_max_for_the_rounds_one_poll(make_server, make_agent, monkeypatch):
-    # 8 POSTs of 20 KB through one socket: each after the first is handed the socket the one
-    # before freed, and its stale check is the cork's poll(0) for the round, not one per write.
-    polls = {"alone": 0, "round": 0}
-    alone, batched = _hub.readable_now, _hub._poll_now
-
-    def readable_now(fd):
-        polls["alone"] += 1
-        return alone(fd)
-
-    def poll_now(fds):
-        polls["round"] += 1
-        return batched(fds)
-
-    monkeypatch.setattr(_hub, "readable_now", readable_now)
-    monkeypatch.setattr(_hub, "_poll_now", poll_now)
-    server = make_server(lambda req: Response(200, b"%d" % len(req.body)))
-    agent = make_agent(keep_alive=True, max_sockets=1)
-    body = b"b" * 20000
-    assert len(body) > gasocket.CORK_MAX
-    got = spawn_all(*[lambda: ga.request("POST", server.url("/"), body=body, agent=agent).read() for _ in range(8)])
-    assert got == [b"20000"] * 8 and server.connections_total == 1
-    assert agent.status()["reused"] == 7
-    assert polls["alone"] == 0 and polls["round"] >= 7
-
-
 # -- a reused socket found stale right before the write ------------------------------------------
 @pytest.mark.parametrize("size", [100, 20000], ids=["corked", "written-at-once"])
 def test_post_on_a_socket_the_server_just_closed_goes_out_once_on_a_new_connection(make_server, make_agent, size):
