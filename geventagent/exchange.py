@@ -252,7 +252,7 @@ class Exchange:
         self.chunked = chunked
         if chunked:
             body = _frame(body, True) + b"0\r\n\r\n"
-        self.socket.send_corked(head + body if body else head)
+        self.socket.send_corked(head, body)
         self.send = SEND_DONE
 
     def send_head(self, head: bytes, chunked: bool, length: Optional[int], expect_continue: bool = False) -> None:

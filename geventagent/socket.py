@@ -419,8 +419,10 @@ class Socket(EventEmitter):
         sock.settimeout(self.timeout or None)
 
     # -- I/O (used by the exchange, one greenlet at a time) ----------------------------------------
-    def send(self, data: Any) -> None:
-        """Write all of ``data``.
+    def send(self, data: Any, more: Any = None) -> None:
+        """Write all of ``data``, and then all of ``more`` when given (on plain TCP one
+        ``sendmsg()`` of both: a large body is written after its head without being copied
+        onto it).
 
         Raises:
             StaleSocket: the socket was taken from the pool and found closed just before this
@@ -443,12 +445,27 @@ class Socket(EventEmitter):
             if raw is not None:
                 # Fast path: the kernel usually takes a request whole; only a partial or blocked
                 # write goes through gevent's waiting sendall.
-                try:
-                    sent = _socket.socket.send(raw, data)
-                except BlockingIOError:
-                    sent = 0
-                if sent < len(data):
-                    self._sock.sendall(memoryview(data)[sent:])
+                if more is None:
+                    try:
+                        sent = _socket.socket.send(raw, data)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(data):
+                        self._sock.sendall(memoryview(data)[sent:])
+                else:
+                    try:
+                        sent = _socket.socket.sendmsg(raw, (data, more))
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(data):
+                        self._sock.sendall(memoryview(data)[sent:])
+                        sent = len(data)
+                    if sent - len(data) < len(more):
+                        self._sock.sendall(memoryview(more)[sent - len(data) :])
+                    self.bytes_written += len(more)
+            elif more is not None:
+                self.send(data + more)
+                return
             elif self._ssl is not None and len(data) <= TLS_DIRECT_MAX:
                 self._tls_write(data)
             else:
@@ -473,21 +490,24 @@ class Socket(EventEmitter):
     def _tls_read(self, size: int) -> bytes:
         return self._sock.recv(size)
 
-    def send_corked(self, data: bytes) -> None:
-        """Write all of ``data``, held back until this hub's current round ends and then sent
-        together with the other greenlets' corked writes (see :class:`geventagent._hub.Cork`).
-        The next :meth:`recv` waits for readability without a first read attempt; it, or the
-        next :meth:`send`, raises the write's error (as :meth:`send` would). Writes over
-        ``CORK_MAX`` bytes, and sockets that are neither plain nor gevent's TLS over a plain one
-        (TLS in a TLS proxy tunnel), are sent at once."""
+    def send_corked(self, data: bytes, more: bytes = b"") -> None:
+        """Write all of ``data`` and then ``more`` (a request's head and body), held back until
+        this hub's current round ends and then sent together with the other greenlets' corked
+        writes (see :class:`geventagent._hub.Cork`). The next :meth:`recv` waits for
+        readability without a first read attempt; it, or the next :meth:`send`, raises the
+        write's error (as :meth:`send` would). Writes over ``CORK_MAX`` bytes, and sockets
+        that are neither plain nor gevent's TLS over a plain one (TLS in a TLS proxy tunnel),
+        are sent at once (with ``more`` not copied onto ``data``: see :meth:`send`)."""
         if (
             (self._raw is None and self._ssl is None)
-            or len(data) > CORK_MAX
+            or len(data) + len(more) > CORK_MAX
             or self._corked is not None
             or self._cork_after is not None
         ):
-            self.send(data)
+            self.send(data, more or None)
             return
+        if more:
+            data += more
         self._corked = data
         hub = self._hub
         if hub is None:

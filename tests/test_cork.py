@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket as stdsocket
 import struct
+import time
 
 import gevent
 import pytest
@@ -179,6 +180,37 @@ def test_partial_corked_write_wakes_the_greenlet_waiting_for_its_response(raw_se
     with pytest.raises(RequestTimeout):
         sock.recv()  # woken to write the rest, then waits for a response that never comes
     assert srv.received and bytes(srv.received[0]) == payload
+    sock.destroy()
+
+
+@pytest.mark.parametrize("head_size", [1, 5000], ids=["partial-in-body", "partial-in-head"])
+def test_a_body_over_cork_max_follows_its_head_in_one_write_and_partial_writes_finish_in_order(raw_server, head_size):
+    # send_corked(head, body) over CORK_MAX is one sendmsg of both (the body is not copied onto
+    # the head); a small buffer and a late reader make the kernel take part of it, in the head or
+    # in the body, and the greenlet writes the rest, in order.
+    srv = raw_server(rcvbuf=2048, read_delay=0.2)
+    sock = connected(srv.port)
+    sock._sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_SNDBUF, 2048)
+    head = bytes(range(97, 123)) * (head_size // 26 + 1)
+    body = bytes(range(256)) * 400  # 102400 bytes
+    started = time.monotonic()
+    sock.send_corked(head, body)
+    assert time.monotonic() - started > 0.1, "the kernel took it all: the test cannot see a partial write"
+    assert sock.status()["corked"] == 0 and sock.bytes_written == len(head) + len(body)  # written, not held
+    wait_for(lambda: srv.received and len(srv.received[0]) == len(head) + len(body), 5)
+    assert bytes(srv.received[0]) == head + body
+    sock.destroy()
+
+
+def test_a_small_head_and_body_are_corked_as_one_write(raw_server):
+    srv = raw_server()
+    sock = connected(srv.port)
+    head = b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n"
+    sock.send_corked(head, b"body")
+    assert sock.status()["corked"] == len(head) + 4 and sock.bytes_written == 0
+    gevent.sleep(0)
+    wait_for(lambda: srv.received and bytes(srv.received[0]) == head + b"body")
+    assert sock.bytes_written == len(head) + 4
     sock.destroy()
 
 
