@@ -120,6 +120,39 @@ class ResponseParser:
             within the socket's timeout, or :attr:`error` is set.
     """
 
+    # Slots for what every response sets: as ~26 keys of an instance dict, they outgrew CPython's
+    # shared-key dicts and the dict was rebuilt for every response (~1 us of a small request's
+    # ~30). What only rare responses set (chunk and trailer counts, interim bytes, decoded
+    # headers) keeps a class default, in a __dict__ made when one is first written.
+    __slots__ = (
+        "_parser",
+        "method",
+        "max_header_size",
+        "_raw",
+        "_raw_trailers",
+        "body",
+        "informational",
+        "_status_parts",
+        "_connect_head",
+        "headers_complete",
+        "message_complete",
+        "keep_alive",
+        "stray",
+        "slow_read",
+        "_chunked",
+        "body_bytes",
+        "bytes_received",
+        "_head_bytes",
+        "upgrade_head",
+        "error",
+        "keep_alive_hint",
+        "_scan",
+        "_version",
+        "status_code",
+        "status_message",
+        "http_version",
+        "__dict__",
+    )
     # Set by __init__ (read on every response: CPython 3.11 specializes a read of an instance
     # attribute, not a class default read through an instance).
     headers_complete: bool
@@ -138,10 +171,10 @@ class ResponseParser:
     _scan: Optional[bytes]
     _version: bytes  # the status line's "1.1" / "1.0" when the head came with no interim one first
     _chunked: bool
+    status_code: int
+    status_message: str
+    http_version: str
     # Class-level defaults: written before they are read, or read on rare paths only.
-    status_code = 0
-    status_message = ""
-    http_version = "1.1"
     _interim_bytes = 0
     _decoded: Optional[HeaderPairs] = None
     # chunked bodies: chunk headers seen, whether one was the last event, size-line and trailer bytes
@@ -167,6 +200,9 @@ class ResponseParser:
         self.body_bytes = self.bytes_received = self._head_bytes = 0
         self.upgrade_head = self.error = self.keep_alive_hint = None
         self._scan = self._version = b""
+        self.status_code = 0
+        self.status_message = ""
+        self.http_version = "1.1"
 
     # -- headers, decoded on demand ---------------------------------------------------------------
     @property
