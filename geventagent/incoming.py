@@ -103,6 +103,27 @@ class IncomingMessage(EventEmitter):
     Events: ``'data'(chunk)``, ``'end'``, ``'aborted'``, ``'error'(exc)``, ``'close'``.
     """
 
+    # Slots for what every response sets (reads and writes of an array; user attributes still go
+    # to the __dict__ EventEmitter has).
+    __slots__ = (
+        "_events",
+        "_unread",
+        "_failure",
+        "req",
+        "_exchange",
+        "_parser",
+        "socket",
+        "status_code",
+        "status_message",
+        "http_version",
+        "upgrade_head",
+        "complete",
+        "aborted",
+        "_closed",
+        "_headers",
+        "_consumed",
+        "_emitted",
+    )
     _unread: Any  # the unread-timeout timer while the caller holds it, its body to come
     _failure: Optional[BaseException]  # why it was aborted while nobody read
 
