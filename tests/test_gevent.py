@@ -129,6 +129,9 @@ def test_kill_while_queued_and_while_reading(make_server, make_agent):
 
 
 def test_kill_after_handoff_before_wakeup_returns_socket(make_server, make_agent):
+    """A queued request killed after the agent handed it a socket, before its greenlet woke to
+    use it: the socket goes back to the pool (Node's onSocketNT on a destroyed request), no
+    second connection is made and no slot is left taken."""
     server = make_server(delayed(0.02))
     agent = make_agent(keep_alive=True, max_sockets=1)
     agent.get(server.url("/")).read()  # one pooled socket
@@ -136,16 +139,27 @@ def test_kill_after_handoff_before_wakeup_returns_socket(make_server, make_agent
     gevent.sleep(0.005)
     waiter = gevent.spawn(lambda: agent.get(server.url("/")).read())
     gevent.sleep(0.005)
+    assert len(agent.requests) == 1  # the waiter is queued behind the holder
 
-    def kill_on_handoff(socket, options):
-        if agent.requests:
-            gevent.get_hub().loop.run_callback(waiter.kill, block=False)
+    handed = []
+    set_request_socket = agent._set_request_socket
 
-    agent.on("free", kill_on_handoff)
+    def kill_then_hand_over(req, socket):
+        # The kill is scheduled first, so it lands before the wake-up that on_socket schedules.
+        handed.append(socket)
+        waiter.kill(block=False)
+        set_request_socket(req, socket)
+
+    agent._set_request_socket = kill_then_hand_over
     holder.join()
     waiter.join()
     gevent.sleep(0.01)
-    assert agent.total_socket_count == 1 and agent.sockets == {}
+    assert len(handed) == 1  # the hand-over (and so the kill) happened
+    assert isinstance(waiter.value, gevent.GreenletExit)  # killed, not served
+    assert agent.total_socket_count == 1 and agent.sockets == {} and agent.requests == {}
+    assert [s for free in agent.free_sockets.values() for s in free] == handed
+    assert server.connections_total == 1
+    assert agent.get(server.url("/")).read() == b"ok"  # the returned socket serves the next request
     assert server.connections_total == 1
 
 
