@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket as stdsocket
 import struct
 import time
+import types
 
 import gevent
 import pytest
@@ -24,12 +25,22 @@ from .conftest import spawn_all
 
 class RawServer:
     """A TCP server on 127.0.0.1:0 that records what each connection sent (no HTTP). ``rst``:
-    reset each connection as soon as it is accepted."""
+    reset each connection as soon as it is accepted; ``answer``: bytes sent back, once,
+    ``answer_delay`` seconds after ``answer_at`` bytes have arrived."""
 
-    def __init__(self, rcvbuf: int = 0, read_delay: float = 0.0, rst: bool = False) -> None:
+    def __init__(
+        self,
+        rcvbuf: int = 0,
+        read_delay: float = 0.0,
+        rst: bool = False,
+        answer: bytes = b"",
+        answer_at: int = 0,
+        answer_delay: float = 0.0,
+    ) -> None:
         self.received: list = []
         self.read_delay = read_delay
         self.rst = rst
+        self.answer, self.answer_at, self.answer_delay = answer, answer_at, answer_delay
         listener = gsocket.socket()
         listener.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_REUSEADDR, 1)
         if rcvbuf:
@@ -49,11 +60,16 @@ class RawServer:
             return
         if self.read_delay:
             gevent.sleep(self.read_delay)
+        answered = False
         while True:
             data = conn.recv(65536)
             if not data:
                 return
             got += data
+            if self.answer and not answered and len(got) >= self.answer_at:
+                answered = True
+                gevent.sleep(self.answer_delay)
+                conn.sendall(self.answer)
 
     def stop(self) -> None:
         self.server.stop()
@@ -252,6 +268,54 @@ def test_many_greenlets_corked_through_few_sockets_get_their_own_responses(make_
     bodies = spawn_all(*[one(i) for i in range(200)])
     assert bodies == [b"/r%d" % i for i in range(200)]
     assert server.connections_total <= 5
+
+
+@pytest.mark.parametrize("case", ["answer-later", "answer-before-the-read", "no-answer", "destroyed-while-waiting"])
+def test_the_read_after_a_write_sent_whole_waits_for_readability_first(raw_server, monkeypatch, case):
+    # A write over CORK_MAX that the kernel takes whole: the next read waits for the answer
+    # instead of trying a read that fails with EAGAIN. It still returns what is already there,
+    # keeps the socket's timeout (and its 'timeout' event) and ends when the socket is destroyed.
+    payload = bytes(range(256)) * 80  # 20480 bytes
+    srv = raw_server(answer=b"answer", answer_at=len(payload), answer_delay=0.05 if case == "answer-later" else 0)
+    if case in ("no-answer", "destroyed-while-waiting"):
+        srv.answer = b""
+    sock = connected(srv.port)
+    sock.set_timeout(0.2 if case == "no-answer" else 5)
+    timeouts = []
+    sock.on("timeout", lambda: timeouts.append(1))
+    tried = []  # the reads of the C socket that geventagent's socket makes itself
+    c_socket = gasocket._socket.socket
+
+    class CountingCSocket:
+        send, sendmsg = c_socket.send, c_socket.sendmsg
+
+        @staticmethod
+        def recv(raw, size, *flags):
+            tried.append(size)
+            return c_socket.recv(raw, size, *flags)
+
+    # geventagent.socket's view of the _socket module only (the server's sockets stay real)
+    monkeypatch.setattr(gasocket, "_socket", types.SimpleNamespace(socket=CountingCSocket))
+    sock.send_corked(payload)
+    assert sock.status()["corked"] == 0 and sock.bytes_written == len(payload)  # sent at once, whole
+    if case == "answer-before-the-read":
+        wait_for(lambda: srv.received and len(srv.received[0]) == len(payload))
+        gevent.sleep(0.05)
+    started = time.monotonic()
+    if case == "no-answer":
+        with pytest.raises(RequestTimeout):
+            sock.recv()
+        assert timeouts == [1] and time.monotonic() - started >= 0.15
+        assert tried == []  # it waited; it never read
+    elif case == "destroyed-while-waiting":
+        gevent.spawn_later(0.05, sock.destroy)
+        with pytest.raises(ConnectionReset):
+            sock.recv()
+        assert tried == []
+    else:
+        assert sock.recv() == b"answer"
+        assert len(tried) == 1  # one read, after the wait: no attempt that failed with EAGAIN
+    sock.destroy()
 
 
 def test_cork_max_zero_writes_every_request_at_once(raw_server, monkeypatch):
