@@ -35,8 +35,14 @@ APP = """
 import json, os
 import geventagent as ga
 
-UPSTREAM = "http://" + os.environ["UPSTREAM"]
-upstream = ga.Agent(keep_alive=True, max_sockets=int(os.environ["MAX_SOCKETS"]), queue_timeout=10)
+SCHEME = os.environ.get("UPSTREAM_SCHEME", "http")
+UPSTREAM = SCHEME + "://" + os.environ["UPSTREAM"]
+if SCHEME == "https":
+    upstream = ga.HttpsAgent(
+        keep_alive=True, max_sockets=int(os.environ["MAX_SOCKETS"]), queue_timeout=10, ca=os.environ["UPSTREAM_CA"]
+    )
+else:
+    upstream = ga.Agent(keep_alive=True, max_sockets=int(os.environ["MAX_SOCKETS"]), queue_timeout=10)
 
 if os.environ.get("CALL_AT_LOAD"):
     # The app touches its upstream while it loads: with --preload, in the master.
@@ -54,10 +60,15 @@ def app(environ, start_response):
 
 
 class Upstream(ThreadingHTTPServer):
+    """``tls``: a server-side ``ssl.SSLContext``; each connection's handshake runs in its own
+    handler thread (a stalled client never holds the accept loop)."""
+
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Any = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.tls = tls
+        self.ca_path = ""  # the CA's PEM file, for the app, when tls
         self.lock = threading.Lock()
         self.conns: List[Dict[str, Any]] = []  # {"pids": set, "open": bool, "requests": int}
         self.open_now = 0
@@ -66,6 +77,12 @@ class Upstream(ThreadingHTTPServer):
     @property
     def address(self) -> str:
         return "127.0.0.1:%d" % self.server_address[1]
+
+    def get_request(self) -> Any:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def open_by_pid(self) -> Dict[int, int]:
         with self.lock:
@@ -90,10 +107,16 @@ class _Handler(BaseHTTPRequestHandler):
     server: Upstream
 
     def setup(self) -> None:
+        if self.server.tls is not None:
+            self.request.settimeout(10)
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
         # Headers and body go out in two writes: without this, Nagle and delayed ACKs cost 40 ms each.
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn: Dict[str, Any] = {"pids": set(), "open": True, "requests": 0}
+        if self.server.tls is not None:
+            self.conn["tls"] = self.request.version()
         with self.server.lock:
             self.server.conns.append(self.conn)
             self.server.open_now += 1
@@ -122,9 +145,21 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def upstream():
-    server = Upstream()
+@pytest.fixture(params=["http"])
+def upstream(request, tmp_path):
+    """The upstream, plain; a test parametrized ``upstream=["https"]`` gets it over TLS (a trustme CA)."""
+    tls = None
+    if request.param == "https":
+        import ssl
+
+        trustme = pytest.importorskip("trustme")
+        ca = trustme.CA()
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("127.0.0.1").configure_cert(tls)
+    server = Upstream(tls)
+    if tls is not None:
+        server.ca_path = str(tmp_path / "upstream-ca.pem")
+        ca.cert_pem.write_to_path(server.ca_path)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
@@ -147,6 +182,8 @@ class Gunicorn:
         (tmp / "gapp.py").write_text(APP)
         self.log = tmp / "gunicorn.log"
         env = dict(os.environ, UPSTREAM=upstream.address, MAX_SOCKETS=str(MAX_SOCKETS), PYTHONPATH=str(tmp))
+        if upstream.tls is not None:
+            env.update(UPSTREAM_SCHEME="https", UPSTREAM_CA=upstream.ca_path)
         if call_at_load:
             env["CALL_AT_LOAD"] = "1"
         cmd = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(workers), "-b", "127.0.0.1:0"]
@@ -249,6 +286,7 @@ def wait_closed(upstream: Upstream, pid: int, timeout: float = 5.0) -> bool:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("upstream", ["http", "https"], indirect=True)
 @pytest.mark.parametrize("preload", [False, True], ids=["no-preload", "preload"])
 def test_caps_hold_per_worker_and_the_master_holds_nothing(tmp_path, upstream, preload):
     server = Gunicorn(tmp_path, upstream, ["--preload"] if preload else [], call_at_load=True)
@@ -261,6 +299,9 @@ def test_caps_hold_per_worker_and_the_master_holds_nothing(tmp_path, upstream, p
         assert sum(result["served"].values()) == 2000
         assert 1 <= len(result["served"]) <= WORKERS
         check_pool(upstream, server.proc.pid, result["served"])
+        if upstream.tls is not None:
+            with upstream.lock:
+                assert upstream.conns and all(c.get("tls", "").startswith("TLSv1.") for c in upstream.conns)
         statuses = worker_status(server.port, WORKERS)
         for pid, status in statuses.items():
             # Each worker starts with an empty pool and zeroed counters: nothing inherited counts.
@@ -268,6 +309,9 @@ def test_caps_hold_per_worker_and_the_master_holds_nothing(tmp_path, upstream, p
             assert status["sockets_created"] <= MAX_SOCKETS, status
             own_load_call = 0 if preload else 1
             assert status["requests"] == result["served"][pid] + own_load_call, (status, result["served"])
+            if upstream.tls is not None:  # the worker's HttpsAgent cached the upstream's TLS session
+                sessions = status["tls_sessions"]
+                assert len(sessions) == 1 and sessions[0].startswith(upstream.address + ":"), status
     finally:
         assert server.stop() == 0, server.text()
     # worker_exit destroyed the workers' sockets; gunicorn's worker_exit call in the master was harmless.
