@@ -328,14 +328,19 @@ class EarlyAnswer:
         conn.close()
 
 
+@pytest.mark.parametrize("size", [8 << 20, 20000], ids=["body-blocks", "body-taken-whole"])
 @pytest.mark.parametrize("drain", [0, 100 * 1024], ids=["close-at-once", "fin-then-close"])
-def test_an_answer_sent_before_the_body_is_read_is_delivered(make_agent, server, drain):
+def test_an_answer_sent_before_the_body_is_read_is_delivered(make_agent, server, drain, size):
+    # 8 MiB: the write blocks and fails (the answer is taken after it); 20 KB: the kernel takes
+    # the request whole and the read waits for the answer. Node v20 delivers the 413 in every
+    # case too (100 of 100 runs of the 20 KB one, both server endings).
     early = EarlyAnswer(drain)
     try:
         agent = make_agent(keep_alive=True)
-        res = ga.request("POST", "http://127.0.0.1:%d/upload" % early.port, body=b"x" * (8 << 20), agent=agent)
+        res = ga.request("POST", "http://127.0.0.1:%d/upload" % early.port, body=b"x" * size, agent=agent)
         assert res.status_code == 413 and res.read() == b"too big!"
-        assert early.received < 8 << 20  # the server never read the whole body
+        if size == 8 << 20:
+            assert early.received < 8 << 20  # the server never read the whole body
         assert agent.free_sockets == {} and agent.total_socket_count == 0  # never pooled
         assert agent.get(server.url("/")).read() == b"Hello World"
     finally:

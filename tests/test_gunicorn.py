@@ -145,11 +145,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(params=["http"])
+@pytest.fixture
 def upstream(request, tmp_path):
-    """The upstream, plain; a test parametrized ``upstream=["https"]`` gets it over TLS (a trustme CA)."""
+    """The upstream, plain; a test parametrized ``upstream`` with ``"https"`` (indirect) gets it over
+    TLS (a trustme CA)."""
     tls = None
-    if request.param == "https":
+    if getattr(request, "param", "http") == "https":
         import ssl
 
         trustme = pytest.importorskip("trustme")
