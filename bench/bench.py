@@ -634,29 +634,69 @@ def main() -> int:
             fh,
             indent=2,
         )
+    if write_chart(os.path.join(args.out, "bench.png"), workloads, clients, results, latency):
+        print("wrote %s/bench.json and bench.png" % args.out)
+    else:
+        print("wrote %s/bench.json (matplotlib missing: no chart)" % args.out)
+    return 0
+
+
+_LATENCY_COLOURS = {
+    "noop": "lightgray",
+    "rawpool": "tab:gray",
+    "geventagent": "tab:green",
+    "geventhttpclient": "tab:blue",
+    "node": "tab:red",
+}
+
+
+def write_chart(path: str, workloads: list, clients: list, results: dict, latency: dict) -> bool:
+    """One panel of req/s per throughput workload, then one of open-loop p99 per client at each
+    latency rate (log scale: the clients differ by orders of magnitude at 80%). False when
+    matplotlib is missing."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, len(workloads), figsize=(4 * len(workloads), 4))
-        for ax, workload in zip(axes if len(workloads) > 1 else [axes], workloads):
-            names = [c for c in clients if "req_s" in results[workload][c]]
-            ax.bar(
-                names,
-                [results[workload][c]["req_s"] for c in names],
-                color=["tab:green" if c == "geventagent" else "tab:gray" for c in names],
-            )
-            ax.set_title(workload)
-            ax.set_ylabel("req/s")
-            ax.tick_params(axis="x", rotation=60)
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "bench.png"), dpi=80)
-        print("wrote %s/bench.json and bench.png" % args.out)
     except ImportError:
-        print("wrote %s/bench.json (matplotlib missing: no chart)" % args.out)
-    return 0
+        return False
+    rates = latency.get("rates") or {}
+    panels = len(workloads) + (1 if rates else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4), squeeze=False)
+    for ax, workload in zip(axes[0], workloads):
+        names = [c for c in clients if "req_s" in results[workload][c]]
+        ax.bar(
+            names,
+            [results[workload][c]["req_s"] for c in names],
+            color=["tab:green" if c == "geventagent" else "tab:gray" for c in names],
+        )
+        ax.set_title(workload)
+        ax.set_ylabel("req/s")
+        ax.tick_params(axis="x", rotation=60)
+    if rates:
+        ax = axes[0][-1]
+        labels = list(rates)
+        names = [c for c in LATENCY_CLIENTS if any(c in entry["clients"] for entry in rates.values())]
+        width = 0.8 / max(len(names), 1)
+        for i, client in enumerate(names):
+            ax.bar(
+                [x + i * width for x in range(len(labels))],
+                [rates[label]["clients"].get(client, {}).get("p99", 0.0) for label in labels],
+                width,
+                label=client,
+                color=_LATENCY_COLOURS.get(client, "tab:purple"),
+            )
+        ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(labels))])
+        ax.set_xticklabels(["%s (%.0f/s)" % (label, rates[label]["rate"]) for label in labels], rotation=30)
+        ax.set_yscale("log")
+        ax.set_ylabel("p99 latency, ms (open loop)")
+        ax.set_title("latency")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
 
 
 if __name__ == "__main__":
