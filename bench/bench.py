@@ -8,10 +8,12 @@ The machine is shared and noisy, so the clients the targets compare run ``--repe
 per workload in interleaved rounds and the median run counts (all samples are in the JSON). The
 slow peers run once per workload, before the rounds. A round runs every workload, so the scale
 ratios (``wait10k``/``tiny``, ``origins1k``/``tiny``) are taken per round, from runs minutes apart,
-and their median counts: the machine's speed drifts over a run by more than the margins.
+and their median counts: the machine's speed drifts over a run by more than the margins. The
+open-loop latency runs ``--latency-rounds`` times (5) per client and rate: its p99 is set by the
+machine's occasional stalls of tens of milliseconds, which land in any client's run.
 
     python bench/bench.py [--clients geventagent,geventhttpclient,...] [--workloads tiny,1mib,...] [--repeat N]
-                          [--baseline GIT_REF]
+                          [--latency-rounds N] [--baseline GIT_REF]
 
 ``--baseline REF`` runs the geventagent of another commit (``git archive REF``) as the client
 ``baseline``, through the same workload code, in the same interleaved rounds, and prints each
@@ -337,6 +339,14 @@ def main() -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of the fast clients per workload, interleaved; the median counts"
     )
+    parser.add_argument(
+        "--latency-rounds",
+        type=int,
+        default=5,
+        help="open-loop runs per client and rate, interleaved; the median counts (a stall of the shared"
+        " machine, tens of ms, lands in any client's run and sets its p99: three runs let two such runs"
+        " decide the median)",
+    )
     parser.add_argument("--baseline", help="a git commit whose geventagent runs beside this one (client 'baseline')")
     args = parser.parse_args()
     clients = args.clients.split(",")
@@ -430,7 +440,7 @@ def main() -> int:
             base_workload = "spawn_tiny" if samples.get("spawn_tiny", {}).get("geventagent") else "tiny"
             base_rows = samples.get(base_workload, {}).get("geventagent", [])
             base_rate = statistics.median(r["req_s"] for r in base_rows if "req_s" in r) if base_rows else 8000.0
-            latency = run_latency(port, base_rate, args.repeat)
+            latency = run_latency(port, base_rate, args.latency_rounds)
             latency["base_workload"] = base_workload
         heap = idle_socket_heap(port) if "geventagent" in clients else float("nan")
         tls_heap = (
@@ -565,7 +575,7 @@ def main() -> int:
     if latency.get("rates"):
         print(
             "open-loop latency, ms (median of %d runs; rates: %% of geventagent's %s %.0f req/s):"
-            % (args.repeat, latency.get("base_workload", "tiny"), latency["base_rate"])
+            % (args.latency_rounds, latency.get("base_workload", "tiny"), latency["base_rate"])
         )
         print("  %-6s %-17s %8s %8s %8s" % ("rate", "client", "p50", "p99", "p99.9"))
         for label, entry in latency["rates"].items():
