@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -234,10 +235,13 @@ def run_one(client: str, workload: str, port: int, origin_base: int) -> dict:
 
 #: noop and rawpool are floors (the scheduler alone; the minimal gevent pool, network and nginx in it)
 LATENCY_CLIENTS = ("noop", "rawpool", "geventagent", "geventhttpclient", "node")
+HOG_CLIENTS = ("noop", "rawpool", "geventagent", "geventhttpclient")  # (Node has no greenlet to hog)
 LATENCY_SECONDS = 3
 
 
-def latency_once(client: str, port: int, rate: float, hog: bool = False) -> dict:
+def latency_once(client: str, port: int, rate: float, hog: Optional[str] = None) -> dict:
+    """One open-loop run (``bench/latency.py``, or ``latency.js`` for ``node``); ``hog``: None,
+    ``"half"`` (``--hog``) or ``"busy"`` (``--busy-hog``). ``{}`` when it could not run."""
     if client == "node":
         if not shutil.which("node"):
             return {}
@@ -245,7 +249,7 @@ def latency_once(client: str, port: int, rate: float, hog: bool = False) -> dict
     else:
         cmd = [sys.executable, os.path.join(HERE, "latency.py"), client, str(port), "%.0f" % rate, str(LATENCY_SECONDS)]
         if hog:
-            cmd.append("--hog")
+            cmd.append("--busy-hog" if hog == "busy" else "--hog")
     try:
         proc = subprocess.run(
             taskset(0, cmd), capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT)
@@ -257,8 +261,10 @@ def latency_once(client: str, port: int, rate: float, hog: bool = False) -> dict
 
 def run_latency(port: int, base_rate: float, rounds: int) -> dict:
     """Open loop at 25%, 50% and 80% of geventagent's own tiny req/s (the same run): each client
-    ``rounds`` times, interleaved; the median of each percentile counts. Then the hog variant
-    (a greenlet computing in 1 ms slices) at 25%."""
+    ``rounds`` times, interleaved; the median of each percentile counts. Then, at 25%, a greenlet
+    computing in 1 ms slices beside the requests: waiting 1 ms after each (``hog_25%``, ``rounds``
+    times per client) and never waiting (``busy_hog_25%``, once per client: every client's queue
+    grows for the whole run, and a run lasts until it drains)."""
     result: dict = {"base_rate": base_rate, "rates": {}}
     for fraction in (0.25, 0.5, 0.8):
         rate = base_rate * fraction
@@ -281,12 +287,28 @@ def run_latency(port: int, base_rate: float, rounds: int) -> dict:
                 if rows
             },
         }
-    hog: dict = {}
+    hog: dict = {c: [] for c in HOG_CLIENTS}
+    for _ in range(rounds):
+        for client in HOG_CLIENTS:
+            row = latency_once(client, port, base_rate * 0.25, hog="half")
+            if row:
+                hog[client].append(row)
+                print(
+                    "  latency 25%%+hog %-17s p50 %7.2f  p99 %7.2f  p99.9 %7.2f ms"
+                    % (client, row["p50"], row["p99"], row["p99.9"]),
+                    flush=True,
+                )
+    result["hog_25%"] = {
+        c: {q: statistics.median(r[q] for r in rows) for q in ("p50", "p99", "p99.9")}
+        for c, rows in hog.items()
+        if rows
+    }
+    busy: dict = {}
     for client in ("geventagent", "geventhttpclient"):
-        rows = [r for r in (latency_once(client, port, base_rate * 0.25, hog=True) for _ in range(rounds)) if r]
-        if rows:
-            hog[client] = {q: statistics.median(r[q] for r in rows) for q in ("p50", "p99", "p99.9")}
-    result["hog_25%"] = hog
+        row = latency_once(client, port, base_rate * 0.25, hog="busy")
+        if row:
+            busy[client] = {q: row[q] for q in ("p50", "p99", "p99.9")}
+    result["busy_hog_25%"] = busy
     return result
 
 
@@ -583,8 +605,13 @@ def main() -> int:
                 print("  %-6s %-17s %8.2f %8.2f %8.2f" % (label, client, q["p50"], q["p99"], q["p99.9"]))
         for client, q in latency.get("hog_25%", {}).items():
             print(
-                "  %-6s %-17s %8.2f %8.2f %8.2f  (a greenlet computing in 1 ms slices)"
+                "  %-6s %-17s %8.2f %8.2f %8.2f  (a greenlet computing 1 ms, waiting 1 ms)"
                 % ("25%+hog", client, q["p50"], q["p99"], q["p99.9"])
+            )
+        for client, q in latency.get("busy_hog_25%", {}).items():
+            print(
+                "  %-6s %-17s %8.2f %8.2f %8.2f  (a greenlet computing 1 ms slices, never waiting; one run)"
+                % ("25%+busy", client, q["p50"], q["p99"], q["p99.9"])
             )
     if floors:
         print("same ratios for comparison (not targets):")

@@ -3,7 +3,7 @@ each in a greenlet of its own (Node: a callback of its own), through 10 connecti
 of a request runs from its *scheduled* start, so a client that falls behind pays for the queue it
 builds (no coordinated omission). Prints one JSON line per run: p50 / p99 / p99.9 in ms.
 
-    python bench/latency.py CLIENT PORT RATE SECONDS [--hog]
+    python bench/latency.py CLIENT PORT RATE SECONDS [--hog | --busy-hog]
 
 CLIENT: ``geventagent``, ``geventhttpclient``, ``noop`` (the scheduler alone: how late a
 scheduled start is on this machine, the floor of every figure), ``rawpool`` (the minimal gevent
@@ -12,8 +12,13 @@ The scheduler sleeps to about 1 ms before each start and then waits a hub iterat
 (``gevent.idle()``): epoll's timeouts are whole milliseconds, and a timer alone added up to 1 ms
 to every figure. (Yielding with ``gevent.sleep(0)`` instead keeps the hub's callbacks busy, so its
 poll comes late, and geventagent's writes on reused sockets wait for that poll: 39 ms at p50.)
-``--hog``: a greenlet computes in 1 ms slices meanwhile (the cork's worst case: a round's writes
-wait for it).
+``--hog``: a greenlet meanwhile computes 1 ms at a time without yielding and then waits 1 ms
+(``gevent.sleep(0.001)``), about half the core, as a handler that alternates work and I/O does:
+every greenlet that becomes ready during a slice, and every corked write (the cork's worst case),
+waits for the slice to end. ``--busy-hog``: the greenlet never waits, it yields with
+``gevent.sleep(0)`` between slices; gevent then runs callbacks for up to 50 of them (its switch
+interval is checked every 50 callbacks) before it polls for I/O again, about 48 ms without I/O for
+every client, so every client's queue grows for the whole run.
 """
 
 from __future__ import annotations
@@ -77,7 +82,8 @@ def _rawpool(port: int):
 
 def main() -> None:
     client, port, rate, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-    hog = "--hog" in sys.argv
+    busy = "--busy-hog" in sys.argv
+    hog = busy or "--hog" in sys.argv
     fetch = make(client, port)
     # Warm-up before the clock: all the connections open (CONNS at once), and the hot paths run
     # (2,000 requests, as latency.js warms Node's JIT).
@@ -101,7 +107,7 @@ def main() -> None:
             end = time.perf_counter() + 0.001
             while time.perf_counter() < end:  # 1 ms of CPU without yielding
                 pass
-            gevent.sleep(0)
+            gevent.sleep(0 if busy else 0.001)
 
     if hog:
         hog_greenlet = gevent.spawn(hogger)
@@ -118,7 +124,7 @@ def main() -> None:
             # (gevent.idle: after the hub has polled and run what was ready) until it comes.
             if scheduled - now > 0.0015:
                 gevent.sleep(scheduled - now - 0.001)
-            elif hog:
+            elif busy:
                 gevent.sleep(0)  # (with the hog always ready, the hub is never idle)
             else:
                 gevent.idle()
@@ -130,7 +136,7 @@ def main() -> None:
     if hog:
         hog_greenlet.join(1)
     result = percentiles(latencies)
-    result.update(client=client, rate=rate, errors=errors[0], hog=hog)
+    result.update(client=client, rate=rate, errors=errors[0], hog=("busy" if busy else "half") if hog else None)
     print(json.dumps(result))
 
 
