@@ -350,10 +350,12 @@ class TlsSocket(Socket):
                 agent._evict_session(key)
             raise from_ssl_error(exc, servername or "", _chain_length(exc, tls)) from exc
         self.session_reused = reused = bool(tls.session_reused)
-        # Reading SSLSocket.session costs ~0.4 ms: once per connection at most. A resumed
-        # handshake keeps the cached session (it stays good until the server lets it expire);
-        # TLS 1.2 has its session now; TLS 1.3 gets its tickets after the handshake, with the
-        # first response (see _before_release).
+        # Reading SSLSocket.session copies it (CPython re-encodes and re-parses it, certificate
+        # included: 0.15 ms against nginx's trustme chain; setting one on a new connection pays
+        # the same copy): once per connection at most. A resumed handshake keeps the cached
+        # session (it stays good until the server lets it expire); TLS 1.2 has its session now;
+        # TLS 1.3 gets its tickets after the handshake, with the first response (see
+        # _before_release).
         if reused or not key:
             self._session_saved = True
         elif tls.version() != "TLSv1.3":
