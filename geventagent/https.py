@@ -11,7 +11,7 @@ import json
 from typing import Any, Dict, FrozenSet, Optional
 
 from ._options import HTTPS_AGENT_OPTIONS, is_number
-from .agent import Agent
+from .agent import _CACHEABLE_GET_NAMES, Agent
 from .errors import InvalidArgTypeError, OutOfRangeError
 from .socket import Socket, _is_ip
 
@@ -244,6 +244,9 @@ class HttpsAgent(Agent):
     def _evict_session(self, key: str) -> None:
         self._sessions.pop(key, None)
 
+
+# Its key is the HTTP key plus the TLS fields of agent.options and the request's servername.
+_CACHEABLE_GET_NAMES.add(HttpsAgent.get_name)
 
 #: The default agent for ``https:`` URLs, with the global agent's options (Node's
 #: ``https.globalAgent``). Assign ``geventagent.https_global_agent`` to replace it.

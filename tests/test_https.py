@@ -199,6 +199,39 @@ def test_https_agent_getname():
     assert name == ('0.0.0.0:443::ca:cert::ciphers:key:pfx:false:localhost:TLSv1.2:TLSv1.3::c1,c2::::0::"sigalgs"::')
 
 
+def test_https_origin_keys_are_worked_out_once_per_origin_and_follow_changed_options(
+    tls_server, https_agent, monkeypatch
+):
+    """An HttpsAgent's key (the HTTP key and Node's 20 TLS fields, ~1.5 us to build) is cached per
+    request (host, port, servername), as an Agent's is per (host, port): worked out when the first
+    request to an origin asks for a socket and when that socket is made, not per request. A TLS
+    option changed in agent.options gives the next request a new key (Node's getName() reads the
+    options on every request), and each servername keeps a key of its own."""
+    server = tls_server()
+    agent = https_agent(keep_alive=True)
+    calls = []
+    real = ga.HttpsAgent.get_name
+
+    def counting(self, options=None):
+        calls.append(options)
+        return real(self, options)
+
+    monkeypatch.setattr(ga.HttpsAgent, "get_name", counting)
+    by_name, by_ip = server.url("/", host="localhost"), server.url("/", host="127.0.0.1")
+    for _ in range(5):
+        assert ga.get(by_name, agent=agent).read() == b"Hello World"
+    assert len(calls) == 2  # add_request's and create_socket's, for the first request only
+    assert agent.counters["reused"] == 4
+    for _ in range(3):
+        assert ga.get(by_ip, agent=agent).read() == b"Hello World"
+    assert len(calls) == 4 and len(agent.free_sockets) == 2  # no SNI for an IP: a key of its own
+    agent.options["ciphers"] = "ECDHE+AESGCM"
+    assert ga.get(by_name, agent=agent).read() == b"Hello World"
+    assert len(calls) == 6
+    [changed] = [name for name in agent.free_sockets if "ECDHE+AESGCM" in name]
+    assert len(agent.free_sockets) == 3 and server.tls_handshakes == 3
+
+
 def test_https_agent_additional_options():
     agent = ga.HttpsAgent()
     base = agent.get_name({"host": "h", "port": 1})
