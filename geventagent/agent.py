@@ -182,6 +182,9 @@ _log_cache: Dict[int, bool] = getattr(_log, "_cache", {})
 #: ``Agent``'s and ``HttpsAgent``'s own (a subclass's override may read anything, and is called
 #: for every request, as Node calls ``getName()``).
 _CACHEABLE_GET_NAMES: Set[Any] = set()
+#: The request options such a cached key may be taken for (the cache key is host, port and
+#: servername; a timeout changes no origin key).
+_KEY_CACHE_OPTIONS = frozenset(("host", "port", "servername", "timeout"))
 
 
 class Agent(EventEmitter):
@@ -443,10 +446,15 @@ class Agent(EventEmitter):
         own = self.options
         options = {**options, **own}
         size = len(given)
-        if self._names_cacheable and (size == 2 or (size == 3 and "servername" in given)) and "proxy" not in options:
-            # The common case, a request's host and port (and, through an HttpsAgent, its
-            # servername) and nothing else, and no proxy: its key once per origin (formatting it
-            # was a tenth of a small request's own work; an HttpsAgent's 20 TLS fields, 1.5 us).
+        if (
+            self._names_cacheable
+            and (size == 2 or (size <= 4 and given.keys() <= _KEY_CACHE_OPTIONS))
+            and "proxy" not in options
+        ):
+            # The common case, a request's host and port (and its timeout, and through an
+            # HttpsAgent its servername) and nothing else, and no proxy: its key once per origin
+            # (formatting it was a tenth of a small request's own work; an HttpsAgent's 20 TLS
+            # fields, 1.5 us). A timeout is in no key.
             key = (given.get("host"), given.get("port"), given.get("servername"))
             try:
                 names = own.names  # type: ignore[attr-defined]

@@ -204,7 +204,8 @@ def test_https_origin_keys_are_worked_out_once_per_origin_and_follow_changed_opt
 ):
     """An HttpsAgent's key (the HTTP key and Node's 20 TLS fields, ~1.5 us to build) is cached per
     request (host, port, servername), as an Agent's is per (host, port): worked out when the first
-    request to an origin asks for a socket and when that socket is made, not per request. A TLS
+    request to an origin asks for a socket and when that socket is made, not per request, with or
+    without a timeout. A TLS
     option changed in agent.options gives the next request a new key (Node's getName() reads the
     options on every request), and each servername keeps a key of its own."""
     server = tls_server()
@@ -225,6 +226,9 @@ def test_https_origin_keys_are_worked_out_once_per_origin_and_follow_changed_opt
     for _ in range(3):
         assert ga.get(by_ip, agent=agent).read() == b"Hello World"
     assert len(calls) == 4 and len(agent.free_sockets) == 2  # no SNI for an IP: a key of its own
+    for _ in range(3):  # a request's timeout is in no key
+        assert ga.get(by_name, agent=agent, timeout=5).read() == b"Hello World"
+    assert len(calls) == 4
     agent.options["ciphers"] = "ECDHE+AESGCM"
     assert ga.get(by_name, agent=agent).read() == b"Hello World"
     assert len(calls) == 6

@@ -136,6 +136,29 @@ def test_origin_key_follows_changed_agent_options(server, make_agent):
     assert len(agent.free_sockets) == 3
 
 
+def test_origin_keys_are_cached_with_or_without_a_timeout(server, make_agent, monkeypatch):
+    """A request's timeout is in no origin key: requests with and without one share the key
+    cached for (host, port); any other connect option has the key worked out for the request."""
+    agent = make_agent(keep_alive=True)
+    calls = []
+    real = ga.Agent.get_name
+
+    def counting(self, options=None):
+        calls.append(options)
+        return real(self, options)
+
+    monkeypatch.setattr(ga.Agent, "get_name", counting)
+    url = "http://127.0.0.1:%d/" % server.port
+    for timeout in (None, 5, 5, None, 2.5):
+        ga.get(url, agent=agent, timeout=timeout).read()
+    assert len(calls) == 2  # the first request's add_request and create_socket
+    assert list(agent.free_sockets) == ["127.0.0.1:%d:" % server.port] and agent.counters["reused"] == 4
+    for _ in range(2):
+        ga.get(url, agent=agent, local_address="127.0.0.1").read()
+    assert len(calls) == 5  # both requests' add_request, and the new socket's create_socket
+    assert sorted(agent.free_sockets) == ["127.0.0.1:%d:" % server.port, "127.0.0.1:%d:127.0.0.1" % server.port]
+
+
 def test_get_name_override_is_called_per_request(server, make_agent):
     tag = ["a"]
 
