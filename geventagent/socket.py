@@ -69,6 +69,12 @@ class _CorkWake(Exception):
     """Thrown into a greenlet waiting on a corked socket whose write needs it (error or rest)."""
 
 
+def _throw_timeout(glet: Any) -> None:
+    """A socket wait's timer expired (in the hub): raise ``socket.timeout`` in the waiting greenlet,
+    as gevent's ``Timeout`` does for its own waits."""
+    glet.throw(_stdsocket.timeout("timed out"))
+
+
 class Socket(EventEmitter):
     """One connection (plain TCP or a Unix socket), an :class:`EventEmitter`.
 
@@ -109,6 +115,8 @@ class Socket(EventEmitter):
         "_refed",
         "_timer",
         "_timer_after",
+        "_io_timer",
+        "_io_timer_after",
         "_watcher",
         "_raw",
         "_ssl",
@@ -156,6 +164,8 @@ class Socket(EventEmitter):
         self._refed = True
         self._timer: Any = None
         self._timer_after = -1.0
+        self._io_timer: Any = None  # the timeout of this socket's waits for I/O (see _wait_read)
+        self._io_timer_after = -1.0
         self._watcher: Any = None
         self._hub: Optional[_hub.HubState] = None  # this hub's cork and timer lists
         self._idle_list: Optional[_hub.TimerList] = None  # the list this free socket's idle limit is in
@@ -608,7 +618,7 @@ class Socket(EventEmitter):
         ):
             self._cork_waiting = True
             try:
-                sock._wait(sock._read_event)  # gevent's wait: the socket's timeout; close() cancels it
+                self._wait_read(sock)  # the socket's timeout; close() and the cork's wake-up cancel it
                 readable = True
             except _CorkWake:
                 pass
@@ -640,6 +650,31 @@ class Socket(EventEmitter):
             self.send(after)
         return readable
 
+    def _wait_read(self, sock: Any) -> None:
+        """Wait until ``sock`` (this socket's gevent socket) is readable, as gevent's
+        ``sock._wait(sock._read_event)`` does: ``socket.timeout`` after the socket's timeout,
+        and whatever ``hub.cancel_wait()`` throws (``close()``, the cork's wake-up). The timeout
+        is one libev timer kept for this socket's waits; gevent's wait makes a ``Timeout`` (pure
+        Python, with a new libev timer) for every wait, about 150 bytecodes and 4 us of a small
+        request that has a timeout."""
+        seconds = sock.timeout
+        watcher = sock._read_event
+        if not seconds or watcher.callback is not None:  # (gevent's wait raises for the latter)
+            sock._wait(watcher)
+            return
+        timer = self._io_timer
+        if timer is None or self._io_timer_after != seconds:
+            if timer is not None:
+                timer.close()
+            # priority -1, as gevent's Timeout: I/O ready in the same loop iteration wins
+            timer = self._io_timer = sock.hub.loop.timer(seconds, priority=-1)
+            self._io_timer_after = seconds
+        timer.start(_throw_timeout, gevent.getcurrent(), update=True)
+        try:
+            sock.hub.wait(watcher)
+        finally:
+            timer.stop()
+
     def recv(self, size: int = 65536, within: Optional[float] = None) -> bytes:
         """Read up to ``size`` bytes; ``b""`` at EOF.
 
@@ -663,7 +698,7 @@ class Socket(EventEmitter):
                         # Written whole just now, without waiting: the answer is rarely here
                         # yet, so wait for it first instead of a read that fails with EAGAIN
                         # (an exception raised and caught, ~2 us, on most large requests).
-                        sock._wait(sock._read_event)  # gevent's wait: the socket's timeout; close() cancels it
+                        self._wait_read(sock)  # the socket's timeout; close() cancels it
                     # Readable: read the C socket at once (gevent's recv would make the same
                     # call one Python frame further down).
                     try:
@@ -923,6 +958,10 @@ class Socket(EventEmitter):
         if timer is not None:
             timer.close()
             self._timer = None
+        timer = self._io_timer
+        if timer is not None:
+            timer.close()
+            self._io_timer = None
         watcher = self._watcher
         if watcher is not None:
             watcher.close()

@@ -387,7 +387,7 @@ class TlsSocket(Socket):
             try:
                 return sslobj.read(size)
             except ssl.SSLWantReadError:  # a record not all here yet, or only a session ticket
-                sock._wait(sock._read_event)  # gevent's wait, under the socket's timeout
+                self._wait_read(sock)  # under the socket's timeout
             except ssl.SSLError:  # EOF, an alert, a renegotiation: gevent's read decides
                 return sock.recv(size)
 

@@ -1,15 +1,18 @@
 """Idle limits of free sockets in per-hub timer lists (Node's timer lists: one list and one timer
 per duration): order, reuse before the deadline, ref(), the fallback to a timer per socket, and
-a failing listener that must not stop the others. Also: a free socket's read watcher."""
+a failing listener that must not stop the others. Also: a free socket's read watcher, and the
+one timer an active socket's waits for I/O share."""
 
 from __future__ import annotations
 
 import time
 
 import gevent
+import pytest
 
 import geventagent as ga
 from geventagent import _hub
+from geventagent.errors import RequestTimeout
 from geventagent.testing import Response
 
 
@@ -112,3 +115,46 @@ def test_pool_idle_timeout_closes_many_free_sockets_with_one_timer(make_server, 
     assert _hub.status()["timer_lists"] == {0.3: 30}  # one list, one timer
     gevent.sleep(0.5)
     assert agent.free_sockets == {} and agent.close_reasons.get("idle_timeout") == 30
+
+
+def test_a_waits_timeout_is_one_timer_per_socket_and_still_times_out(make_server, make_agent, monkeypatch):
+    """A request's wait for its response under a timeout uses the socket's own timer, made once
+    and restarted per wait, not a gevent ``Timeout`` per wait (a new libev timer each: ~4 us of a
+    small request); it still raises ETIMEDOUT after the socket's inactivity limit, emits
+    ``'timeout'``, and the timer goes with the destroyed socket."""
+
+    def handler(req):
+        if req.path == "/slow":
+            gevent.sleep(1.0)
+        return Response(200, b"ok")
+
+    server = make_server(handler)
+    agent = make_agent(keep_alive=True, max_sockets=1)
+    made = []
+    real = gevent.Timeout._start_new_or_dummy  # (a staticmethod: gevent's wait calls it per wait)
+
+    def counting(*args, **kwargs):
+        made.append(args[0] if args else kwargs.get("seconds"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gevent.Timeout, "_start_new_or_dummy", staticmethod(counting))
+    timers = set()
+    for i in range(4):
+        if i == 1:
+            del made[:]  # (the first request's connect waits under gevent's Timeout)
+        res = agent.get(server.url("/"), timeout=0.3)
+        assert res.read() == b"ok"
+        [sock] = agent.free_sockets[next(iter(agent.free_sockets))]
+        timers.add(id(sock._io_timer))
+    assert 0.3 not in made  # (the in-process server's own reads may make theirs)
+    assert len(timers) == 1 and sock._io_timer is not None
+    assert not sock._io_timer.active  # stopped between waits: nothing holds the hub
+    events = []
+    req = ga.ClientRequest(server.url("/slow"), agent=agent, timeout=0.3)
+    req.on("timeout", lambda: events.append("timeout"))
+    start = time.monotonic()
+    with pytest.raises(RequestTimeout) as info:
+        req.end()
+    assert info.value.code == "ETIMEDOUT" and 0.25 <= time.monotonic() - start < 0.9
+    assert events == ["timeout"] and sock.destroyed and sock._io_timer is None
+    assert agent.get(server.url("/"), timeout=0.3).read() == b"ok"
