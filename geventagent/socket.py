@@ -666,10 +666,13 @@ class Socket(EventEmitter):
         if timer is None or self._io_timer_after != seconds:
             if timer is not None:
                 timer.close()
-            # priority -1, as gevent's Timeout: I/O ready in the same loop iteration wins
-            timer = self._io_timer = sock.hub.loop.timer(seconds, priority=-1)
+            # priority -1, as gevent's Timeout: I/O ready in the same loop iteration wins. A
+            # repeating timer restarted with again(), which counts the full time from now: a
+            # libev timer stopped and start()ed again resumes with what was left of it, so each
+            # wait would get only what the earlier ones left.
+            timer = self._io_timer = sock.hub.loop.timer(seconds, seconds, priority=-1)
             self._io_timer_after = seconds
-        timer.start(_throw_timeout, gevent.getcurrent(), update=True)
+        timer.again(_throw_timeout, gevent.getcurrent(), update=True)
         try:
             sock.hub.wait(watcher)
         finally:

@@ -120,12 +120,15 @@ def test_pool_idle_timeout_closes_many_free_sockets_with_one_timer(make_server, 
 def test_a_waits_timeout_is_one_timer_per_socket_and_still_times_out(make_server, make_agent, monkeypatch):
     """A request's wait for its response under a timeout uses the socket's own timer, made once
     and restarted per wait, not a gevent ``Timeout`` per wait (a new libev timer each: ~4 us of a
-    small request); it still raises ETIMEDOUT after the socket's inactivity limit, emits
-    ``'timeout'``, and the timer goes with the destroyed socket."""
+    small request); each wait gets the whole limit (waits that add up to more than it are fine);
+    it still raises ETIMEDOUT after the socket's inactivity limit, emits ``'timeout'``, and the
+    timer goes with the destroyed socket."""
 
     def handler(req):
         if req.path == "/slow":
             gevent.sleep(1.0)
+        elif req.path == "/delay":
+            gevent.sleep(0.1)
         return Response(200, b"ok")
 
     server = make_server(handler)
@@ -149,6 +152,10 @@ def test_a_waits_timeout_is_one_timer_per_socket_and_still_times_out(make_server
     assert 0.3 not in made  # (the in-process server's own reads may make theirs)
     assert len(timers) == 1 and sock._io_timer is not None
     assert not sock._io_timer.active  # stopped between waits: nothing holds the hub
+    # every wait gets the full limit: 0.6 s of waiting in all on this socket, 0.1 s at a time
+    for _ in range(6):
+        assert agent.get(server.url("/delay"), timeout=0.3).read() == b"ok"
+    assert agent.counters["sockets_created"] == 1
     events = []
     req = ga.ClientRequest(server.url("/slow"), agent=agent, timeout=0.3)
     req.on("timeout", lambda: events.append("timeout"))
