@@ -696,18 +696,21 @@ class Socket(EventEmitter):
             if within is None:
                 if self._ssl is not None:
                     data = self._tls_read(size)
-                elif (readable or just_sent) and self._raw is not None:
-                    if not readable:
+                elif self._raw is not None:
+                    if just_sent and not readable:
                         # Written whole just now, without waiting: the answer is rarely here
                         # yet, so wait for it first instead of a read that fails with EAGAIN
                         # (an exception raised and caught, ~2 us, on most large requests).
                         self._wait_read(sock)  # the socket's timeout; close() cancels it
-                    # Readable: read the C socket at once (gevent's recv would make the same
-                    # call one Python frame further down).
-                    try:
-                        data = _socket.socket.recv(self._raw, size)
-                    except BlockingIOError:
-                        data = sock.recv(size)
+                    # gevent's recv, on the C socket directly (one Python frame less) and with
+                    # _wait_read's timer for the waits (not a gevent Timeout per wait).
+                    raw = self._raw
+                    while True:
+                        try:
+                            data = _socket.socket.recv(raw, size)
+                            break
+                        except BlockingIOError:
+                            self._wait_read(sock)
                 else:
                     data = sock.recv(size)
             else:
