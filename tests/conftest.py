@@ -69,6 +69,20 @@ def no_fd_leak() -> Any:
     assert open_fds() <= before, "leaked %d fds" % (open_fds() - before)
 
 
+def record_calls(monkeypatch: Any, cls: Any, name: str) -> List[Any]:
+    """Wrap method ``name`` of ``cls`` (for the test) so each call's first argument after self is
+    appended to the returned list, and the real method still runs."""
+    calls: List[Any] = []
+    real = getattr(cls, name)
+
+    def recording(self: Any, arg: Any = None, *rest: Any, **kw: Any) -> Any:
+        calls.append(arg)
+        return real(self, arg, *rest, **kw)
+
+    monkeypatch.setattr(cls, name, recording)
+    return calls
+
+
 def spawn_all(*funcs: Callable[[], Any], timeout: float = 10) -> List[Any]:
     """Run ``funcs`` in greenlets; return their results (raising the first error)."""
     greenlets = [gevent.spawn(f) for f in funcs]

@@ -16,7 +16,7 @@ from gevent.server import StreamServer
 import geventagent as ga
 from geventagent.testing import Response, fault
 
-from .conftest import server_context, spawn_all
+from .conftest import record_calls, server_context, spawn_all
 
 
 def test_verified_request_with_ca_bytes_text_and_path(tls_server, https_agent, ca, tmp_path):
@@ -205,19 +205,12 @@ def test_https_origin_keys_are_worked_out_once_per_origin_and_follow_changed_opt
     """An HttpsAgent's key (the HTTP key and Node's 20 TLS fields, ~1.5 us to build) is cached per
     request (host, port, servername), as an Agent's is per (host, port): worked out when the first
     request to an origin asks for a socket and when that socket is made, not per request, with or
-    without a timeout. A TLS
-    option changed in agent.options gives the next request a new key (Node's getName() reads the
-    options on every request), and each servername keeps a key of its own."""
+    without a timeout. A TLS option changed in agent.options gives the next request a new key
+    (Node's getName() reads the options on every request), and each servername keeps a key of
+    its own."""
     server = tls_server()
     agent = https_agent(keep_alive=True)
-    calls = []
-    real = ga.HttpsAgent.get_name
-
-    def counting(self, options=None):
-        calls.append(options)
-        return real(self, options)
-
-    monkeypatch.setattr(ga.HttpsAgent, "get_name", counting)
+    calls = record_calls(monkeypatch, ga.HttpsAgent, "get_name")
     by_name, by_ip = server.url("/", host="localhost"), server.url("/", host="127.0.0.1")
     for _ in range(5):
         assert ga.get(by_name, agent=agent).read() == b"Hello World"

@@ -7,6 +7,8 @@ import pytest
 import geventagent as ga
 from geventagent.errors import GeventAgentError
 
+from .conftest import record_calls
+
 
 def test_defaults_match_api_contract():
     agent = ga.Agent()
@@ -140,14 +142,7 @@ def test_origin_keys_are_cached_with_or_without_a_timeout(server, make_agent, mo
     """A request's timeout is in no origin key: requests with and without one share the key
     cached for (host, port); any other connect option has the key worked out for the request."""
     agent = make_agent(keep_alive=True)
-    calls = []
-    real = ga.Agent.get_name
-
-    def counting(self, options=None):
-        calls.append(options)
-        return real(self, options)
-
-    monkeypatch.setattr(ga.Agent, "get_name", counting)
+    calls = record_calls(monkeypatch, ga.Agent, "get_name")
     url = "http://127.0.0.1:%d/" % server.port
     for timeout in (None, 5, 5, None, 2.5):
         ga.get(url, agent=agent, timeout=timeout).read()
