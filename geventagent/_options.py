@@ -122,7 +122,7 @@ _FOREIGN = {
     "json": "body (or request(..., json=obj))",
     "params": "a query string in the URL (or request(..., params=...))",
     "files": "body",
-    "verify": "reject_unauthorized (HttpsAgent)",
+    "verify": "reject_unauthorized",
     "allow_redirects": "nothing: geventagent does not follow redirects",
     "follow_redirects": "nothing: geventagent does not follow redirects",
     "keepalive": "keep_alive",
@@ -133,6 +133,7 @@ _FOREIGN = {
     "keep_alive_msecs": "keep_alive_initial_delay (seconds)",
     "keep_alive_m_secs": "keep_alive_initial_delay (seconds)",
     "agent_keep_alive_timeout_buffer": "keep_alive_timeout_buffer (seconds)",
+    "stream": "nothing: a response's body is always streamed (read(size), iteration)",
 }
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
@@ -151,6 +152,23 @@ def suggest(name: str, valid: Iterable[str]) -> Optional[str]:
         return snake
     close = difflib.get_close_matches(snake, valid, n=1, cutoff=0.6)
     return close[0] if close else None
+
+
+def _placement(snake: str, valid: FrozenSet[str]) -> Optional[str]:
+    """Where an option given in the wrong place belongs (``max_sockets`` on a request, ``ca`` on
+    a plain Agent, ``method`` on an agent), or None. Node ignores such options without a word;
+    here they raise, so they must not be answered with a near spelling of another option
+    (``free_socket_timeout`` is not ``connect_timeout``)."""
+    if snake in valid:
+        return None
+    given_as = "agent=" if "agent" in valid else ""  # (a request's options name its agent)
+    if snake in POOL_OPTIONS:
+        return "%s is an Agent option: use %sAgent(%s=...)" % (snake, given_as, snake)
+    if snake in HTTPS_AGENT_OPTIONS:
+        return "%s is an HttpsAgent option: use %sHttpsAgent(%s=...)" % (snake, given_as, snake)
+    if snake in REQUEST_OPTIONS:
+        return "%s is a request option: pass it to request(), get() or ClientRequest()" % snake
+    return None
 
 
 #: Node TLS options geventagent knows but cannot honour (Python's ``ssl`` has no equivalent).
@@ -174,9 +192,16 @@ def check_names(given: Iterable[str], valid: FrozenSet[str], where: str) -> None
     """
     for name in given:
         if name not in valid:
-            hint = suggest(str(name), valid)
             message = "%s got an unknown option %r" % (where, name)
-            if hint:
+            meant = _snake(str(name))
+            meant = _FOREIGN.get(meant, meant)  # (another client's name: ours, e.g. keepalive)
+            place = _placement(meant, valid)
+            if place is not None:
+                raise UnknownOptionError(message + ": " + place, option=str(name), suggestion=meant)
+            hint = suggest(str(name), valid)
+            if hint and hint.startswith("nothing:"):
+                message += ": " + hint
+            elif hint:
                 message += ": did you mean %s?" % (repr(hint) if hint in valid else hint)
             raise UnknownOptionError(message, option=str(name), suggestion=hint)
         if name in UNSUPPORTED_TLS_OPTIONS:

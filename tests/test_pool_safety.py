@@ -143,6 +143,41 @@ def test_unknown_option_messages_say_what_to_use(server):
     assert "did you mean 'timeout'?" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "call,where",
+    [
+        (lambda url: ga.get(url, maxSockets=3), "max_sockets is an Agent option: use agent=Agent(max_sockets=...)"),
+        (lambda url: ga.get(url, keep_alive=False), "keep_alive is an Agent option"),
+        (lambda url: ga.get(url, keepalive=True), "keep_alive is an Agent option"),  # another client's name
+        # (the nearest spelling here is connect_timeout: another option, which would be taken silently)
+        (lambda url: ga.get(url, free_socket_timeout=3), "free_socket_timeout is an Agent option"),
+        (lambda url: ga.get(url, max_cached_sessions=3), "max_cached_sessions is an HttpsAgent option"),
+        (lambda url: ga.Agent(ca="/tmp/x.pem"), "ca is an HttpsAgent option: use HttpsAgent(ca=...)"),
+        (lambda url: ga.Agent(verify=False), "reject_unauthorized is an HttpsAgent option"),
+        (lambda url: ga.HttpsAgent(headers={"a": "b"}), "headers is a request option"),
+        (lambda url: ga.Agent(method="POST"), "method is a request option"),
+        (lambda url: ga.get(url, stream=True), "'stream': nothing: a response's body is always streamed"),
+    ],
+    ids=[
+        "maxSockets",
+        "keep_alive",
+        "keepalive",
+        "free_socket_timeout",
+        "max_cached_sessions",
+        "ca",
+        "verify",
+        "headers",
+        "method",
+        "stream",
+    ],
+)
+def test_options_given_in_the_wrong_place_say_where_they_belong(server, call, where):
+    with pytest.raises(UnknownOptionError) as info:
+        call(server.url("/"))
+    assert where in str(info.value) and "did you mean" not in str(info.value)
+    assert server.connections_total == 0
+
+
 def test_json_and_params_have_requests_meaning(make_server):
     server = make_server(lambda req: Response(200, req.path.encode()))
     res = ga.request("POST", server.url("/items?a=1"), json={"name": "x", "n": [1, 2]}, params={"b": "2 3"})
