@@ -42,6 +42,17 @@ def check_header_name(name: Any) -> str:
     return name
 
 
+def check_method(method: str) -> str:
+    """Validate a request method, as Node's ``ClientRequest`` does (``checkIsHttpToken``).
+
+    Raises:
+        InvalidHttpTokenError: ``method`` is not a non-empty HTTP token (``ERR_INVALID_HTTP_TOKEN``).
+    """
+    if not _TOKEN.match(method):
+        raise InvalidHttpTokenError('Method must be a valid HTTP token ["%s"]' % (method,))
+    return method
+
+
 def check_header_value(name: str, value: Any) -> str:
     """Validate and stringify a header value (Node ``validateHeaderValue``).
 

@@ -15,7 +15,7 @@ import re
 from typing import Any, Dict, FrozenSet, Iterable, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
-from .errors import InvalidArgTypeError, InvalidArgValueError, OutOfRangeError, UnknownOptionError
+from .errors import InvalidArgTypeError, InvalidArgValueError, OutOfRangeError, SocketBadPortError, UnknownOptionError
 
 __all__ = [
     "AGENT_OPTIONS",
@@ -28,6 +28,7 @@ __all__ = [
     "validate_seconds",
     "validate_retry",
     "validate_scheduling",
+    "validate_port",
     "parse_url",
     "url_template",
 ]
@@ -277,14 +278,42 @@ def validate_seconds(name: str, value: Any, allow_inf: bool = False) -> Optional
     if value is None:
         return None
     if not is_number(value):
+        pair = isinstance(value, (tuple, list)) and len(value) == 2 and name == "timeout"
         raise InvalidArgTypeError(
-            'The "%s" argument must be of type number. Received type %s (%r)' % (name, type(value).__name__, value)
+            'The "%s" argument must be of type number. Received type %s (%r)%s'
+            % (
+                name,
+                type(value).__name__,
+                value,
+                ": for requests' (connect, read) pair, use connect_timeout= and timeout=" if pair else "",
+            )
         )
     if value != value or value < 0 or (value == _INF and not allow_inf):
         raise OutOfRangeError(
             'The value of "%s" is out of range. It must be a non-negative finite number. Received %r' % (name, value)
         )
     return float(value)
+
+
+def validate_port(value: Any, name: str = "options.port") -> int:
+    """A TCP port: an integer (or an integral float, or a string of ASCII digits) from 0 to 65535
+    (Node ``validatePort``).
+
+    Raises:
+        SocketBadPortError (``ERR_SOCKET_BAD_PORT``): anything else, bools included.
+    """
+    port = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        port = value
+    elif isinstance(value, float) and value.is_integer():
+        port = int(value)
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        port = int(value.strip())
+    if port is None or not 0 <= port <= 65535:
+        raise SocketBadPortError(
+            "%s should be >= 0 and < 65536. Received type %s (%r)." % (name, type(value).__name__, value)
+        )
+    return port
 
 
 # -- URLs -----------------------------------------------------------------------------------------

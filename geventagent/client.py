@@ -27,8 +27,8 @@ from gevent.hub import Waiter
 from . import _options
 from . import agent as _agent
 from . import https as _https
-from ._http import MAX_HEADER_SIZE, check_header_name
-from ._options import IDEMPOTENT_METHODS, REQUEST_OPTIONS, validate_retry, validate_seconds
+from ._http import MAX_HEADER_SIZE, check_method
+from ._options import IDEMPOTENT_METHODS, REQUEST_OPTIONS, validate_port, validate_retry, validate_seconds
 from .agent import _DEBUG, _log, _log_cache
 from .errors import (
     ConnectionReset,
@@ -126,7 +126,10 @@ class ClientRequest(OutgoingMessage):
 
     Raises (at construction, nothing sent):
         UnknownOptionError (``ERR_INVALID_ARG_VALUE``, a ``TypeError``): an unknown option name.
-        InvalidArgTypeError (``ERR_INVALID_ARG_TYPE``): bad ``agent``, ``url`` or option types.
+        InvalidArgTypeError (``ERR_INVALID_ARG_TYPE``): bad ``agent`` (a class, not an instance,
+            included), ``url``, ``headers`` (a str, items that are not pairs), ``auth`` (not a
+            ``"user:password"`` str, bytes or a ``(user, password)`` pair) or other option types.
+        SocketBadPortError (``ERR_SOCKET_BAD_PORT``): a port that is not 0-65535.
         InvalidProtocolError (``ERR_INVALID_PROTOCOL``): a scheme the agent does not serve.
         InvalidHttpTokenError / InvalidCharError: bad method or header.
         UnescapedCharactersError: a path with spaces or control characters.
@@ -241,11 +244,15 @@ class ClientRequest(OutgoingMessage):
         elif agent is None:
             agent = default_agent
         elif not isinstance(agent, _agent.Agent) and (
-            isinstance(agent, bool) or not callable(getattr(agent, "add_request", None))
+            isinstance(agent, (bool, type)) or not callable(getattr(agent, "add_request", None))
         ):
             raise InvalidArgTypeError(
                 'The "options.agent" property must be one of Agent-like Object, None, or False. '
-                "Received type %s (%r)" % (type(agent).__name__, agent)
+                + (
+                    "Received the class %s: pass an instance, %s(...)" % (agent.__name__, agent.__name__)
+                    if isinstance(agent, type)
+                    else "Received type %s (%r)" % (type(agent).__name__, agent)
+                )
             )
         self.agent: _agent.Agent = agent
         real = isinstance(agent, _agent.Agent)  # else an Agent-like object: its attributes may be missing
@@ -257,10 +264,8 @@ class ClientRequest(OutgoingMessage):
 
         default_port = default_port or (agent.default_port if real else getattr(agent, "default_port", None)) or 80
         port = port or default_port or 80
-        try:
-            port = int(port)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgTypeError('The "options.port" property must be a number. Received %r' % (port,)) from exc
+        if opts is not None and (type(port) is not int or not 0 <= port <= 65535):
+            port = validate_port(port)  # (a URL's port is checked when the URL is parsed)
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
         self.host = host
@@ -274,7 +279,7 @@ class ClientRequest(OutgoingMessage):
             raise InvalidArgTypeError('The "method" argument must be of type string. Received %r' % (method,))
         upper = _METHODS.get(method)
         if upper is None:
-            upper = check_header_name(method).upper()
+            upper = check_method(method).upper()
             if len(_METHODS) < 64:
                 _METHODS[method] = upper
         self.method = upper
@@ -283,9 +288,12 @@ class ClientRequest(OutgoingMessage):
         self._headers = {}
         self.headers_sent = False
         if headers:
-            items = headers.items() if isinstance(headers, Mapping) else headers
-            for name, value in items:
-                self.set_header(name, value)
+            if isinstance(headers, Mapping):
+                for name, value in headers.items():
+                    self.set_header(name, value)
+            else:
+                for name, value in _header_pairs(headers):
+                    self.set_header(name, value)
         if set_host and "host" not in self._headers:
             host_key = (host, port, default_port)
             host_item = _HOST_HEADERS.get(host_key)
@@ -296,8 +304,7 @@ class ClientRequest(OutgoingMessage):
                 _HOST_HEADERS[host_key] = host_item
             self._headers["host"] = host_item
         if auth and "authorization" not in self._headers:
-            token = base64.b64encode(auth.encode("utf-8") if isinstance(auth, str) else auth).decode("ascii")
-            self.set_header("Authorization", "Basic " + token)
+            self.set_header("Authorization", "Basic " + _basic_credentials(auth))
 
         # §4.1 step 7: a keep_alive=False agent with unlimited max_sockets sends Connection: close.
         if real:
@@ -423,12 +430,20 @@ class ClientRequest(OutgoingMessage):
         until written. Returns True.
 
         Raises:
-            GeventAgentError (``ERR_STREAM_WRITE_AFTER_END``) after :meth:`end`; ContentLengthMismatch
-            past the caller's ``Content-Length``; the errors of :meth:`end`.
+            GeventAgentError (``ERR_STREAM_WRITE_AFTER_END``) after :meth:`end`; InvalidArgTypeError
+            (``ERR_INVALID_ARG_TYPE``, nothing of it sent) for a chunk that is not str or bytes-like;
+            ContentLengthMismatch past the caller's ``Content-Length``; the errors of :meth:`end`.
         """
         if self._ended:
             raise GeventAgentError("write after end", code="ERR_STREAM_WRITE_AFTER_END")
-        data = chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+        if isinstance(chunk, str):
+            data = chunk.encode("utf-8")
+        elif isinstance(chunk, (bytes, bytearray, memoryview)):
+            data = bytes(chunk)
+        else:  # (bytes(5) would be five NUL bytes, bytes([1, 2]) two: Node raises, and so does this)
+            raise InvalidArgTypeError(
+                'The "chunk" argument must be of type str or bytes-like. Received type %s' % type(chunk).__name__
+            )
         self._guard(self._write, data)
         return True
 
@@ -780,6 +795,18 @@ class ClientRequest(OutgoingMessage):
 
     abort = destroy
 
+    def __enter__(self) -> "ClientRequest":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """The end of a ``with`` block: a request that was not ended, or that the block left by
+        an exception, is destroyed (as :meth:`destroy`: its queue place or socket released,
+        nothing more sent; a chunked upload left unfinished is not terminated, so the server
+        cannot take it for a whole body). An ended request is left as it is: its response has a
+        ``with`` of its own, and one already complete is not touched. (Node has no equivalent.)"""
+        if exc is not None or not self._ended:
+            self.destroy()
+
     def set_timeout(self, seconds: Optional[float], callback: Any = None) -> "ClientRequest":
         """Socket inactivity limit for this request, in seconds (``0`` disables)."""
         self.timeout = validate_seconds("timeout", seconds) or 0.0
@@ -890,8 +917,60 @@ def _with_default_header(headers: Any, name: str, value: str) -> Any:
     return items + [(name, value)]
 
 
+def _header_pairs(headers: Any) -> Any:
+    """The ``(name, value)`` pairs of headers given as a list (or another iterable) of pairs.
+
+    Raises:
+        InvalidArgTypeError: a str or bytes (a header block), or items that are not pairs.
+    """
+    if isinstance(headers, (str, bytes, bytearray)) or not hasattr(headers, "__iter__"):
+        raise InvalidArgTypeError(
+            'The "options.headers" property must be a mapping or a list of (name, value) pairs. '
+            "Received type %s (%r)" % (type(headers).__name__, headers)
+        )
+    for item in headers:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise InvalidArgTypeError(
+                'The "options.headers" property must be a mapping or a list of (name, value) pairs. '
+                "Received an item %r" % (item,)
+            )
+        yield item
+
+
+def _basic_credentials(auth: Any) -> str:
+    """Base64 of ``user:password`` for ``Authorization: Basic`` (Node's ``auth``: a
+    ``"user:password"`` string; also bytes, or requests' ``(user, password)`` pair).
+
+    Raises:
+        InvalidArgTypeError: anything else (before anything is sent).
+    """
+    if isinstance(auth, (tuple, list)) and len(auth) == 2 and all(isinstance(x, (str, bytes)) for x in auth):
+        user, password = (x.encode("utf-8") if isinstance(x, str) else x for x in auth)
+        auth = user + b":" + password
+    elif isinstance(auth, str):
+        auth = auth.encode("utf-8")
+    elif not isinstance(auth, (bytes, bytearray)):
+        raise InvalidArgTypeError(
+            'The "options.auth" property must be a "user:password" string or a (user, password) pair. '
+            "Received type %s" % type(auth).__name__  # (not the value: it may be a secret)
+        )
+    return base64.b64encode(auth).decode("ascii")
+
+
 def _with_params(url: Any, params: Any) -> Any:
-    query = params if isinstance(params, str) else urlencode(params, doseq=True)
+    if not isinstance(params, (str, Mapping)) and not (
+        hasattr(params, "__iter__") and not isinstance(params, (bytes, bytearray))
+    ):
+        raise InvalidArgTypeError(
+            'The "params" argument must be a mapping, a list of (name, value) pairs or a str. '
+            "Received type %s (%r)" % (type(params).__name__, params)
+        )
+    try:
+        query = params if isinstance(params, str) else urlencode(params, doseq=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgTypeError(
+            'The "params" argument must be a mapping, a list of (name, value) pairs or a str. Received %r' % (params,)
+        ) from exc
     if not query:
         return url
     if isinstance(url, Mapping):

@@ -15,6 +15,7 @@ __all__ = [
     "InvalidArgTypeError",
     "InvalidArgValueError",
     "OutOfRangeError",
+    "SocketBadPortError",
     "InvalidProtocolError",
     "InvalidHttpTokenError",
     "InvalidCharError",
@@ -78,6 +79,15 @@ class OutOfRangeError(GeventAgentError, ValueError):
     """A number outside its range (Node ``ERR_OUT_OF_RANGE``)."""
 
     code = "ERR_OUT_OF_RANGE"
+
+
+class SocketBadPortError(InvalidArgTypeError, ValueError):
+    """A port that is not an integer from 0 to 65535, or a string of one (Node
+    ``ERR_SOCKET_BAD_PORT``, a ``RangeError`` there): raised when the request is made, before
+    anything is sent. A ``ValueError``, and a ``TypeError`` as the ``InvalidArgTypeError`` raised
+    for ports before it was."""
+
+    code = "ERR_SOCKET_BAD_PORT"
 
 
 class InvalidProtocolError(GeventAgentError, ValueError):

@@ -229,6 +229,8 @@ def prepare_body(data: Body) -> Tuple[Iterable[bytes], Optional[int]]:
             'The "body" argument must be bytes, str, a file object or an iterable of bytes. Received type %s'
             % type(data).__name__
         )
+    if isinstance(data, (list, tuple)):  # all here already: checked whole before anything is sent
+        return list(_iter_parts(data)), None
     return _iter_parts(data), None
 
 

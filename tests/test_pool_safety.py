@@ -5,16 +5,27 @@ Every server is the loopback HttpTestServer on 127.0.0.1:0; every wait is bounde
 
 from __future__ import annotations
 
+import base64
 import gc
 import logging
 import math
 import time
+from typing import Any
 
 import gevent
 import pytest
 
 import geventagent as ga
-from geventagent.errors import GeventAgentError, QueueFull, QueueTimeout, RequestTimeout, UnknownOptionError
+from geventagent.errors import (
+    GeventAgentError,
+    InvalidArgTypeError,
+    InvalidHttpTokenError,
+    QueueFull,
+    QueueTimeout,
+    RequestTimeout,
+    SocketBadPortError,
+    UnknownOptionError,
+)
 from geventagent.testing import Response, fault
 
 from .conftest import spawn_all
@@ -176,6 +187,87 @@ def test_options_given_in_the_wrong_place_say_where_they_belong(server, call, wh
         call(server.url("/"))
     assert where in str(info.value) and "did you mean" not in str(info.value)
     assert server.connections_total == 0
+
+
+def _request_with(url: str, agent: Any = None, **options: Any) -> Any:
+    return ga.request(options.pop("method", "GET"), url, agent=agent, **options)
+
+
+@pytest.mark.parametrize(
+    "options,error,code,says",
+    [
+        ({"auth": 5}, InvalidArgTypeError, "ERR_INVALID_ARG_TYPE", '"user:password" string'),
+        ({"headers": "X-A: 1"}, InvalidArgTypeError, "ERR_INVALID_ARG_TYPE", "list of (name, value) pairs"),
+        ({"headers": [("X-A", "1", "2")]}, InvalidArgTypeError, "ERR_INVALID_ARG_TYPE", "Received an item"),
+        (
+            {"method": "GE T"},
+            InvalidHttpTokenError,
+            "ERR_INVALID_HTTP_TOKEN",
+            'Method must be a valid HTTP token ["GE T"]',
+        ),
+        ({"params": 5}, InvalidArgTypeError, "ERR_INVALID_ARG_TYPE", '"params" argument'),
+        ({"agent": ga.Agent}, InvalidArgTypeError, "ERR_INVALID_ARG_TYPE", "the class Agent: pass an instance"),
+        ({"timeout": (1, 2)}, InvalidArgTypeError, "ERR_INVALID_ARG_TYPE", "use connect_timeout= and timeout="),
+        ({"method": "POST", "body": [b"a", 5]}, InvalidArgTypeError, "ERR_INVALID_ARG_TYPE", "not int"),
+    ],
+    ids=["auth-int", "headers-str", "headers-triple", "method", "params", "agent-class", "timeout-pair", "body-list"],
+)
+def test_careless_request_inputs_raise_node_codes_and_send_nothing(server, make_agent, options, error, code, says):
+    agent = make_agent(keep_alive=True)
+    ga.get(server.url("/"), agent=agent).read()  # a pooled socket: it must stay pooled
+    options.setdefault("agent", agent)
+    with pytest.raises(error) as info:
+        _request_with(server.url("/"), **options)
+    assert info.value.code == code and says in str(info.value)
+    assert server.requests_total == 1 and server.connections_total == 1
+    assert sum(map(len, agent.free_sockets.values())) == 1 and not agent.sockets
+    ga.get(server.url("/"), agent=agent).read()
+    assert server.connections_total == 1  # the same socket served the next request
+
+
+@pytest.mark.parametrize("port", [99999, -1, "abc", "80.5", 80.5, True])
+def test_a_port_out_of_range_is_err_socket_bad_port_before_anything_is_sent(port):
+    with pytest.raises(SocketBadPortError) as info:
+        ga.ClientRequest({"host": "127.0.0.1", "port": port})
+    assert info.value.code == "ERR_SOCKET_BAD_PORT" and "should be >= 0 and < 65536" in str(info.value)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
+
+
+def test_numeric_string_ports_and_auth_pairs_are_taken(server, make_agent):
+    agent = make_agent(keep_alive=True)
+    req = ga.ClientRequest({"host": "127.0.0.1", "port": " %d " % server.port, "agent": agent}, auth=("us:er", "pä"))
+    assert req.port == server.port
+    req.end().read()
+    seen = server.requests[-1].headers["authorization"]
+    assert seen == "Basic " + base64.b64encode("us:er:pä".encode("utf-8")).decode("ascii")
+
+
+def test_write_of_a_chunk_that_is_not_bytes_raises_and_sends_nothing_of_it(make_server, make_agent):
+    server = make_server(lambda req: Response(200, req.body))
+    req = ga.ClientRequest(server.url("/"), method="POST", agent=make_agent(keep_alive=True))
+    req.write(b"a")
+    for chunk in (5, [1, 2], None):
+        with pytest.raises(InvalidArgTypeError, match='"chunk" argument') as info:
+            req.write(chunk)
+        assert info.value.code == "ERR_INVALID_ARG_TYPE"
+    assert req.end(b"b").read() == b"ab"  # (bytes(5) would have been five NUL bytes)
+
+
+def test_with_on_a_request_destroys_it_unless_it_was_ended(server, make_agent):
+    agent = make_agent(keep_alive=True, max_sockets=1)
+    with ga.ClientRequest(server.url("/"), method="POST", agent=agent) as req:
+        req.write(b"part of a body")
+    assert req.destroyed and not agent.sockets and server.requests_total == 0
+    with pytest.raises(LookupError):
+        with ga.ClientRequest(server.url("/"), agent=agent) as req:
+            raise LookupError("the caller's own error, before end()")
+    assert req.destroyed and not agent.sockets and not agent.requests
+    with ga.ClientRequest(server.url("/"), agent=agent) as req:
+        res = req.end()
+    res.read()
+    assert (
+        res.status_code == 200 and res.complete and sum(map(len, agent.free_sockets.values())) == 1
+    )  # ended: left alone, pooled
 
 
 def test_json_and_params_have_requests_meaning(make_server):
