@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import os
 import re
 from typing import Any, Dict, FrozenSet, Iterable, Optional, Tuple
 from urllib.parse import unquote, urlsplit
@@ -29,6 +30,7 @@ __all__ = [
     "validate_retry",
     "validate_scheduling",
     "validate_port",
+    "validate_tls_options",
     "parse_url",
     "url_template",
 ]
@@ -314,6 +316,62 @@ def validate_port(value: Any, name: str = "options.port") -> int:
             "%s should be >= 0 and < 65536. Received type %s (%r)." % (name, type(value).__name__, value)
         )
     return port
+
+
+#: ``min_version`` / ``max_version`` names (Node's); a ``ssl.TLSVersion`` is taken as well.
+TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+
+
+def _pem_items(name: str, value: Any, many: bool) -> None:
+    items = value if many and isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, bytes) or (isinstance(item, str) and "-----BEGIN" in item):
+            continue  # PEM content
+        if not isinstance(item, (str, os.PathLike)):
+            hint = ""
+            if name == "cert" and isinstance(value, (list, tuple)):
+                hint = ": for requests' (cert, key) pair, pass cert= and key="
+            raise InvalidArgTypeError(
+                'The "%s" option must be a path or PEM text or bytes%s. Received type %s%s'
+                % (name, " (or a list of them)" if many else "", type(item).__name__, hint)
+            )
+        if not os.path.exists(item):
+            raise InvalidArgValueError('The "%s" option names no file: %r' % (name, os.fspath(item)))
+
+
+def validate_tls_options(options: Dict[str, Any], whole: bool = True) -> None:
+    """Check the TLS options' values without building a context (``ssl`` is imported at the
+    first https connection, not before): what a context build would fail on later, at a request,
+    as a confusing connect error.
+
+    Raises:
+        InvalidArgTypeError (``ERR_INVALID_ARG_TYPE``): ``ca`` / ``cert`` / ``key`` / ``crl`` not a
+            path, PEM text or bytes (``cert=(cert, key)``, requests' pair, included); ``servername``
+            not a str. ``ERR_TLS_INVALID_PROTOCOL_VERSION`` (Node's): an unknown ``min_version`` /
+            ``max_version`` name.
+        InvalidArgValueError (``ERR_INVALID_ARG_VALUE``): a path that names no file; ``key``
+            without ``cert`` (when ``whole``: an agent's options, not a request's, which the
+            agent's complete).
+    """
+    for name, many in (("ca", True), ("crl", True), ("cert", False), ("key", False)):
+        value = options.get(name)
+        if value is not None:
+            _pem_items(name, value, many)
+    if whole and options.get("key") is not None and options.get("cert") is None:
+        raise InvalidArgValueError('The "key" option needs "cert" (the certificate it is the key of)')
+    for name in ("min_version", "max_version"):
+        version = options.get(name)
+        if isinstance(version, str) and version not in TLS_VERSIONS:
+            raise InvalidArgTypeError(
+                "%s is not a valid TLS protocol version (%s: one of %s)" % (version, name, ", ".join(TLS_VERSIONS)),
+                code="ERR_TLS_INVALID_PROTOCOL_VERSION",
+            )
+    servername = options.get("servername")
+    if servername is not None and not isinstance(servername, str):
+        raise InvalidArgTypeError(
+            'The "servername" option must be of type string. Received type %s (%r)'
+            % (type(servername).__name__, servername)
+        )
 
 
 # -- URLs -----------------------------------------------------------------------------------------

@@ -322,6 +322,8 @@ class ClientRequest(OutgoingMessage):
             conn = {key: value for key, value in opts.items() if key not in _NOT_CONNECT_OPTIONS}
             conn["host"] = host
             conn["port"] = port
+            if protocol == "https:" and not conn.keys().isdisjoint(_options.TLS_OPTIONS):
+                _options.validate_tls_options(conn, whole=False)
         self._connect_options = conn
 
         if retry is not _UNSET:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, FrozenSet, Optional
 
-from ._options import HTTPS_AGENT_OPTIONS, is_number
+from ._options import HTTPS_AGENT_OPTIONS, is_number, validate_tls_options
 from .agent import _CACHEABLE_GET_NAMES, Agent
-from .errors import InvalidArgTypeError, OutOfRangeError
+from .errors import GeventAgentError, InvalidArgTypeError, InvalidArgValueError, OutOfRangeError
 from .socket import Socket, _is_ip
 
 __all__ = ["HttpsAgent", "TLS_KEY_FIELDS", "CONTEXT_FIELDS", "normalize_servername", "https_global_agent"]
@@ -127,6 +127,7 @@ class HttpsAgent(Agent):
 
     def __init__(self, *, max_cached_sessions: Any = 100, **options: Any) -> None:
         super().__init__(**options)
+        validate_tls_options(self.options)
         if max_cached_sessions is None:
             max_cached_sessions = 100
         if not is_number(max_cached_sessions):
@@ -216,7 +217,16 @@ class HttpsAgent(Agent):
         if ctx is None:
             from .tls import build_context
 
-            ctx = self._contexts[key] = build_context(options)
+            try:
+                ctx = build_context(options)
+            except GeventAgentError:
+                raise
+            except Exception as exc:  # ssl.SSLError (no cipher matches), a PEM that does not load, ...
+                # (not a connect error: the TLS options are wrong, and no retry would help)
+                raise InvalidArgValueError(
+                    "The TLS options do not make a context: %s: %s" % (type(exc).__name__, exc)
+                ) from exc
+            self._contexts[key] = ctx
         return ctx
 
     def status(self) -> Dict[str, Any]:

@@ -415,3 +415,39 @@ def test_a_tls_response_that_never_comes_times_out_cooperatively(tls_server, htt
         assert agent.total_socket_count == 0  # destroyed, not pooled
     finally:
         ticker.kill()
+
+
+@pytest.mark.parametrize(
+    "options,code,says",
+    [
+        ({"cert": ("cert.pem", "key.pem")}, "ERR_INVALID_ARG_TYPE", "pass cert= and key="),
+        ({"ca": True}, "ERR_INVALID_ARG_TYPE", '"ca" option must be a path or PEM'),
+        ({"ca": "/nonexistent/ca.pem"}, "ERR_INVALID_ARG_VALUE", "names no file: '/nonexistent/ca.pem'"),
+        ({"ca": ["/nonexistent/ca.pem"]}, "ERR_INVALID_ARG_VALUE", "names no file"),
+        ({"min_version": "TLS1.2"}, "ERR_TLS_INVALID_PROTOCOL_VERSION", "TLS1.2 is not a valid TLS protocol version"),
+        ({"servername": 5}, "ERR_INVALID_ARG_TYPE", '"servername" option must be of type string'),
+        ({"key": __file__}, "ERR_INVALID_ARG_VALUE", '"key" option needs "cert"'),
+    ],
+    ids=["cert-pair", "ca-bool", "ca-missing", "ca-list-missing", "min_version", "servername", "key-alone"],
+)
+def test_bad_tls_option_values_raise_at_construction_not_as_connect_errors(tls_server, options, code, says):
+    # Before, each was found building the context at the first request and came out as a
+    # NetworkError "connect AttributeError / ENOENT / KeyError 127.0.0.1:PORT", one per request.
+    with pytest.raises(ga.GeventAgentError) as info:
+        ga.HttpsAgent(**options)
+    assert info.value.code == code and says in str(info.value)
+    if "key" not in options:  # (a request's key is completed by its agent's cert)
+        server = tls_server()
+        with pytest.raises(ga.GeventAgentError) as info:
+            ga.get(server.url("/"), agent=ga.HttpsAgent(), **options)
+        assert info.value.code == code and server.connections_total == 0
+
+
+def test_tls_options_a_context_refuses_fail_the_request_as_bad_input_and_release_the_slot(tls_server, https_agent):
+    server = tls_server()
+    agent = https_agent(ciphers="NO-SUCH-CIPHER", max_sockets=1)
+    for _ in range(2):
+        with pytest.raises(ga.errors.InvalidArgValueError, match="do not make a context") as info:
+            ga.get(server.url("/"), agent=agent)
+        assert not isinstance(info.value, ga.errors.NetworkError) and info.value.code == "ERR_INVALID_ARG_VALUE"
+    assert not agent.sockets and not agent.requests and server.connections_total == 2  # (TCP first)
