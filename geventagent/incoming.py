@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Protocol,
 
 import gevent
 
-from .errors import ConnectionReset, GeventAgentError, RequestTimeout
+from .errors import ConnectionReset, GeventAgentError, InvalidArgTypeError, RequestTimeout
 from .events import EventEmitter
 from .exchange import RECV_DONE
 
@@ -55,10 +55,39 @@ _DRAIN_LIMIT = 64 * 1024
 _DRAIN_SECONDS = 1.0
 
 
+_MISSING: Any = object()
+
+
+class Headers(Dict[str, Any]):
+    """Node's ``res.headers``: a dict with lower-case names (iterated, compared and serialised as
+    the plain dict it is) where a name in another case is found too, as requests' users write it:
+    ``headers["Content-Type"]``, ``headers.get("ETag")``, ``"Set-Cookie" in headers``."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            lower = key.lower()
+            if lower != key and dict.__contains__(self, lower):
+                return dict.__getitem__(self, lower)
+        raise KeyError(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = dict.get(self, key, _MISSING)
+        if value is _MISSING:
+            if isinstance(key, str):
+                return dict.get(self, key.lower(), default)
+            return default
+        return value
+
+    def __contains__(self, key: Any) -> bool:
+        return dict.__contains__(self, key) or (isinstance(key, str) and dict.__contains__(self, key.lower()))
+
+
 def build_headers(raw: List[Tuple[str, str]]) -> Dict[str, Union[str, List[str]]]:
     """Node's rules: lower-case names; ``set-cookie`` a list; ``cookie`` joined with ``"; "``;
-    duplicates of single-valued fields dropped; others joined with ``", "``."""
-    headers: Dict[str, Any] = {}
+    duplicates of single-valued fields dropped; others joined with ``", "``. A :class:`Headers`."""
+    headers: Dict[str, Any] = Headers()
     for name, value in raw:
         key = name.lower()
         if key not in headers:
@@ -123,6 +152,7 @@ class IncomingMessage(EventEmitter):
         "_headers",
         "_consumed",
         "_emitted",
+        "_whole",
     )
     _unread: Any  # the unread-timeout timer while the caller holds it, its body to come
     _failure: Optional[BaseException]  # why it was aborted while nobody read
@@ -145,6 +175,7 @@ class IncomingMessage(EventEmitter):
         self._headers: Optional[Dict[str, Any]] = None
         self._consumed = 0
         self._emitted = 0
+        self._whole: Optional[bytes] = None  # the body, when one read() took all of it
 
     def __repr__(self) -> str:
         return "<IncomingMessage %d %s>" % (self.status_code, "complete" if self.complete else "streaming")
@@ -287,6 +318,8 @@ class IncomingMessage(EventEmitter):
         if amt is None or amt >= self._parser.body_bytes - self._consumed:
             data = b"".join(body) if len(body) != 1 else body[0]
             body.clear()
+            if not self._consumed and self.complete:
+                self._whole = data  # one read took the whole body: content / text() / json() keep it
         else:
             parts = []
             need = amt
@@ -304,9 +337,12 @@ class IncomingMessage(EventEmitter):
         return data
 
     def read(self, amt: Optional[int] = None) -> bytes:
-        """Read the body: all of it (``amt=None``), or up to ``amt`` bytes (``b""`` at the end).
+        """Read the body: all of what is left (``amt`` None or negative, as Python's files), or up
+        to ``amt`` bytes; ``b""`` at the end (a stream: what was read is not read again, but a
+        body one read took whole stays for :attr:`content`, :meth:`text` and :meth:`json`).
 
         Raises:
+            InvalidArgTypeError (``ERR_INVALID_ARG_TYPE``): ``amt`` is not an int or None.
             RequestTimeout (``ETIMEDOUT``), ConnectionReset (``"aborted"``), HttpParseError (``HPE_*``).
         """
         parser = self._parser
@@ -314,8 +350,13 @@ class IncomingMessage(EventEmitter):
             while not self.complete:
                 self._fill()
             return self._take(None)
+        if type(amt) is not int and (isinstance(amt, bool) or not isinstance(amt, int)):
+            raise InvalidArgTypeError(
+                'The "amt" argument must be an int, or None for all of it. Received type %s (%r)'
+                % (type(amt).__name__, amt)
+            )
         if amt <= 0:
-            return b""
+            return self.read(None) if amt < 0 else b""
         while not self.complete and parser.body_bytes - self._consumed < amt:
             if parser.body:
                 break  # return what we have, like a socket read
@@ -338,12 +379,16 @@ class IncomingMessage(EventEmitter):
 
     @property
     def content(self) -> bytes:
-        """The whole body (reads it if needed)."""
-        return self.read()
+        """The whole body: read now, or kept from the read that took it whole (so ``content``
+        after ``read()``, or twice, gives the body again, as requests' ``content`` does); what
+        is left of it after partial reads."""
+        whole = self._whole
+        return whole if whole is not None else self.read()
 
     def text(self, encoding: Optional[str] = None) -> str:
-        """The body decoded with ``encoding``, else the Content-Type charset, else UTF-8."""
-        data = self.read()
+        """The body (:attr:`content`) decoded with ``encoding``, else the Content-Type charset,
+        else UTF-8."""
+        data = self.content
         if encoding is None:
             ctype = self.get_header("content-type") or ""
             for part in ctype.split(";")[1:]:
@@ -358,7 +403,7 @@ class IncomingMessage(EventEmitter):
         Content-Type names a charset."""
         if "charset=" in (self.get_header("content-type") or "").lower():
             return _json.loads(self.text())
-        return _json.loads(self.read())
+        return _json.loads(self.content)
 
     # -- teardown -------------------------------------------------------------------------------
     def close(self) -> None:

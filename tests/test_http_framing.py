@@ -4,6 +4,7 @@ unambiguous exchange (never after an error, an unread body, a parse error or con
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 
@@ -263,6 +264,37 @@ def test_text_and_json_helpers(make_server):
     )
     assert ga.get(server.url("/")).text() == '{"a": "é"}'
     assert ga.get(server.url("/")).json() == {"a": "é"}
+
+
+def test_headers_are_nodes_lower_case_dict_and_find_other_cases(make_server):
+    server = make_server(lambda req: Response(200, b"", headers=[("Content-Type", "text/plain"), ("ETag", '"x"')]))
+    headers = ga.get(server.url("/")).headers
+    assert isinstance(headers, dict) and "content-type" in list(headers) and "Content-Type" not in list(headers)
+    assert headers["Content-Type"] == headers["content-type"] == "text/plain"  # as requests' users write it
+    assert headers.get("ETAG") == '"x"' and "Etag" in headers and headers.get("X-None", 5) == 5
+    with pytest.raises(KeyError):
+        headers["X-None"]
+    assert json.loads(json.dumps(headers)) == dict(headers)
+
+
+def test_a_body_read_whole_stays_for_content_text_and_json(make_server):
+    server = make_server(lambda req: Response(200, b'{"a": 1}', headers=[("Content-Type", "application/json")]))
+    res = ga.get(server.url("/"))
+    assert res.read() == b'{"a": 1}' and res.read() == b""  # a stream: read once
+    assert (
+        res.content == b'{"a": 1}' and res.text() == '{"a": 1}' and res.json() == {"a": 1}
+    )  # (was b"" / "" / a JSONDecodeError)
+    res = ga.get(server.url("/"))
+    assert res.read(2) == b'{"' and res.content == b'a": 1}'  # partial reads: what is left
+
+
+def test_read_takes_python_file_sizes(make_server):
+    server = make_server(lambda req: Response(200, b"0123456789"))
+    res = ga.get(server.url("/"))
+    assert res.read(0) == b"" and res.read(3) == b"012" and res.read(-1) == b"3456789"  # (-1 gave b"")
+    for amt in ("10", 1.5, True):
+        with pytest.raises(ga.errors.InvalidArgTypeError, match='"amt" argument'):
+            ga.get(server.url("/")).read(amt)
 
 
 # -- request bodies ------------------------------------------------------------------------------
