@@ -58,6 +58,7 @@ def check_header_value(name: str, value: Any) -> str:
 
     Raises:
         InvalidArgValueError: ``value`` is None.
+        InvalidArgTypeError: a mapping, a set, or a list inside a list (its repr() is no value).
         InvalidCharError: the value holds CR, LF, NUL or another control character (``ERR_INVALID_CHAR``).
     """
     if value is None:
@@ -67,7 +68,19 @@ def check_header_value(name: str, value: Any) -> str:
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     elif not isinstance(value, str):
-        value = str(value)
+        if isinstance(value, bool):
+            value = "true" if value else "false"  # (JavaScript's String(true), as Node sends it)
+        elif isinstance(value, (dict, set, frozenset, list, tuple)) or hasattr(value, "keys"):
+            # a mapping, a set, a list inside a list: its repr() is no header value (Node would
+            # send "[object Object]")
+            from .errors import InvalidArgTypeError
+
+            raise InvalidArgTypeError(
+                'Invalid value for header "%s": a str, bytes, number (or another object with a str()) '
+                "or a list of them. Received type %s" % (name, type(value).__name__)
+            )
+        else:
+            value = str(value)  # numbers, UUIDs, Decimals, ... as Node's String(value)
     if _INVALID_VALUE.search(value):
         raise InvalidCharError('Invalid character in header content ["%s"]' % name)
     return value

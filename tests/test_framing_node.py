@@ -499,3 +499,20 @@ def test_fuzzed_responses_fail_cleanly_and_never_poison_the_pool(make_server, ma
     if failed:
         assert agent.free_sockets == {}  # nothing pooled after a malformed exchange
     assert agent.get(server.url("/next")).read() == b"next body"
+
+
+@pytest.mark.parametrize("value", [{"k": "v"}, {"a"}, [["a"]], [("a", "b")]])
+def test_a_header_value_that_is_a_container_raises_and_sends_nothing(server, value):
+    with pytest.raises(ga.errors.InvalidArgTypeError, match='Invalid value for header "X-V"') as info:
+        ga.get(server.url("/"), headers={"X-V": value})
+    assert info.value.code == "ERR_INVALID_ARG_TYPE" and server.connections_total == 0
+
+
+def test_header_values_are_stringified_as_node_does(make_server):
+    import uuid
+
+    server = make_server(lambda req: Response(200, b""))
+    ident = uuid.UUID(int=1)
+    ga.get(server.url("/"), headers={"X-B": True, "X-F": False, "X-N": 1.5, "X-U": ident, "X-L": [1, b"b"]}).read()
+    seen = [(name.lower(), value) for name, value in server.requests[-1].raw_headers if name.lower().startswith("x-")]
+    assert seen == [("x-b", "true"), ("x-f", "false"), ("x-n", "1.5"), ("x-u", str(ident)), ("x-l", "1"), ("x-l", "b")]
