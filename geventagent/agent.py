@@ -187,6 +187,27 @@ _CACHEABLE_GET_NAMES: Set[Any] = set()
 _KEY_CACHE_OPTIONS = frozenset(("host", "port", "servername", "timeout"))
 
 
+#: Agent options checked when set, at construction and later (``agent.max_sockets = 5``): each
+#: value's check and normal form, as the constructor documents them.
+_RUNTIME_OPTIONS: Dict[str, Callable[[Any], Any]] = {
+    "max_sockets": lambda v: validate_cap("max_sockets", v, 1),
+    "max_total_sockets": lambda v: validate_cap("max_total_sockets", v, 1),
+    "max_free_sockets": lambda v: validate_cap("max_free_sockets", v, 0),
+    "max_requests_per_socket": lambda v: validate_cap("max_requests_per_socket", v, 1),
+    "max_queued": lambda v: validate_cap("max_queued", v, 0),
+    "scheduling": validate_scheduling,
+    "retry": validate_retry,
+    "queue_timeout": lambda v: validate_seconds("queue_timeout", v),
+    # (0 and None mean no limit)
+    "free_socket_timeout": lambda v: validate_seconds("free_socket_timeout", v, allow_inf=True) or _INF,
+    "socket_ttl": lambda v: validate_seconds("socket_ttl", v, allow_inf=True) or _INF,
+    "keep_alive_initial_delay": lambda v: validate_seconds("keep_alive_initial_delay", v) or 1.0,
+    # Node (v24.7, PR #59315): anything but a finite number >= 0 silently becomes the default.
+    "keep_alive_timeout_buffer": lambda v: float(v) if is_number(v) and 0 <= v < _INF else 1.0,
+}
+_CAPS = frozenset(("max_sockets", "max_total_sockets"))
+
+
 class Agent(EventEmitter):
     """A pool of keep-alive connections with Node's ``http.Agent`` semantics.
 
@@ -234,6 +255,19 @@ class Agent(EventEmitter):
 
     default_port = 80
     protocol = "http:"
+    # The options' normal forms (what __setattr__ stores; caps and limits: math.inf for none).
+    max_sockets: float
+    max_total_sockets: float
+    max_free_sockets: float
+    max_requests_per_socket: float
+    max_queued: float
+    free_socket_timeout: float
+    socket_ttl: float
+    keep_alive_initial_delay: float
+    keep_alive_timeout_buffer: float
+    queue_timeout: Optional[float]
+    scheduling: str
+    retry: Any
     #: The option names this class accepts (``HttpsAgent`` adds the TLS ones).
     OPTION_NAMES: FrozenSet[str] = AGENT_OPTIONS
 
@@ -261,26 +295,23 @@ class Agent(EventEmitter):
     ) -> None:
         if connect_options:
             _options.check_names(connect_options, self.OPTION_NAMES, "%s()" % type(self).__name__)
-        self.max_sockets = validate_cap("max_sockets", max_sockets, 1)
-        self.max_total_sockets = validate_cap("max_total_sockets", max_total_sockets, 1)
-        self.max_free_sockets = validate_cap("max_free_sockets", max_free_sockets, 0)
-        self.scheduling = validate_scheduling(scheduling)
+        self._over_cap = False  # a cap was lowered below what is open (see __setattr__)
+        # (each validated and normalised by __setattr__, here and when set later: _RUNTIME_OPTIONS)
+        self.max_sockets = max_sockets
+        self.max_total_sockets = max_total_sockets
+        self.max_free_sockets = max_free_sockets
+        self.scheduling = scheduling
         timeout = validate_seconds("timeout", timeout)
-        delay = validate_seconds("keep_alive_initial_delay", keep_alive_initial_delay)
-        self.keep_alive_initial_delay = delay or 1.0
-        idle = validate_seconds("free_socket_timeout", free_socket_timeout, allow_inf=True)
-        self.free_socket_timeout = idle if idle else _INF
-        buffer = keep_alive_timeout_buffer
-        # Node (v24.7, PR #59315): anything but a finite number >= 0 silently becomes the default.
-        self.keep_alive_timeout_buffer = float(buffer) if is_number(buffer) and 0 <= buffer < _INF else 1.0
+        self.keep_alive_initial_delay = keep_alive_initial_delay
+        self.free_socket_timeout = free_socket_timeout  # type: ignore[assignment]  # (None -> inf)
+        self.keep_alive_timeout_buffer = keep_alive_timeout_buffer
         if "connect_timeout" in connect_options:
             validate_seconds("connect_timeout", connect_options["connect_timeout"])
-        ttl = validate_seconds("socket_ttl", socket_ttl, allow_inf=True)
-        self.socket_ttl = ttl if ttl else _INF
-        self.max_requests_per_socket = validate_cap("max_requests_per_socket", max_requests_per_socket, 1)
-        self.retry = validate_retry(retry)
-        self.queue_timeout = validate_seconds("queue_timeout", queue_timeout)
-        self.max_queued = validate_cap("max_queued", max_queued, 0)
+        self.socket_ttl = socket_ttl  # type: ignore[assignment]  # (None -> inf)
+        self.max_requests_per_socket = max_requests_per_socket  # type: ignore[assignment]  # (None -> inf)
+        self.retry = retry
+        self.queue_timeout = queue_timeout
+        self.max_queued = max_queued  # type: ignore[assignment]  # (None -> inf)
         self.keep_alive = keep_alive
         self.proxy = proxy or None
         self._proxy = _proxy.parse_proxy(proxy) if proxy else None
@@ -311,9 +342,7 @@ class Agent(EventEmitter):
         self.total_socket_count = 0
         self.counters: Dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self.close_reasons: Dict[str, int] = {}
-        self._queue_wait_count = 0
-        self._queue_wait_total = 0.0
-        self._queue_wait_max = 0.0
+        self._queue_wait = [0, 0.0, 0.0]  # count, total and max seconds (a list: no __setattr__ per request)
         self._thread_id: Optional[int] = None  # bound on first use
         self._generation = fork_generation()
         self._own_free = self._on_free  # the agent's own 'free' listener (see _SocketHooks.onfree)
@@ -423,8 +452,7 @@ class Agent(EventEmitter):
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self.counters["sockets_closed"] = closed
         self.close_reasons = {"fork": closed} if closed else {}
-        self._queue_wait_count = 0
-        self._queue_wait_total = self._queue_wait_max = 0.0
+        self._queue_wait = [0, 0.0, 0.0]
         self._thread_id = None
         self._generation = fork_generation()
         for req in waiting:  # the parent's waiting greenlets, resumed in the child
@@ -684,6 +712,11 @@ class Agent(EventEmitter):
         queues = self._queues
         queue = queues.get(name) if queues else None
         if queue:
+            if self._over_cap and self._still_over_cap(name):
+                # A cap lowered at run time: this socket is not handed on; the queue is served by
+                # the sockets within the cap (its 'close' opens none while the origin is at it).
+                socket.destroy(reason="over_cap")
+                return
             entry = queue[0]
             if self.max_total_sockets != _INF and _policy.older_waiter_elsewhere(
                 self._heads(), name, entry.seq, self.max_sockets
@@ -708,10 +741,11 @@ class Agent(EventEmitter):
                 if timer is not None:
                     timer.close()
             waited = time.monotonic() - since
-            self._queue_wait_count += 1
-            self._queue_wait_total += waited
-            if waited > self._queue_wait_max:
-                self._queue_wait_max = waited
+            stats = self._queue_wait
+            stats[0] += 1
+            stats[1] += waited
+            if waited > stats[2]:
+                stats[2] = waited
             if _log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG):
                 _log.debug("request dequeued %s after %.3f s, on a %s socket", name, waited, "used" if used else "new")
             if used:
@@ -761,6 +795,32 @@ class Agent(EventEmitter):
         free.append(socket)
         if _log_cache.get(_DEBUG, True) and _log.isEnabledFor(_DEBUG):
             _log.debug("socket freed %s (%d free; idle limit %s s)", name, len(free), limit)
+
+    def _still_over_cap(self, name: str) -> bool:
+        """Whether origin ``name`` (or the agent) holds more sockets than its lowered caps allow;
+        when no origin does any more, the check is off again."""
+        sockets, free_sockets = self.sockets, self.free_sockets
+
+        def held(key: str) -> int:
+            return len(sockets.get(key) or ()) + len(free_sockets.get(key) or ())
+
+        if held(name) > self.max_sockets or self.total_socket_count > self.max_total_sockets:
+            return True
+        if all(held(key) <= self.max_sockets for key in set(sockets) | set(free_sockets)):
+            self._over_cap = False
+        return False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Options set after construction are checked as the constructor checks them (Node's
+        ``agent.maxSockets = 0`` would leave queued requests waiting forever; ``"5"`` fail each
+        request with a bare TypeError). A cap lowered below what is open is held from then on: a
+        socket freed over it is closed, not handed to the next queued request."""
+        check = _RUNTIME_OPTIONS.get(name)
+        if check is not None:
+            value = check(value)
+            if name in _CAPS and value < getattr(self, name, _INF):
+                object.__setattr__(self, "_over_cap", True)
+        object.__setattr__(self, name, value)
 
     def _lifetime(self, socket: Socket) -> Tuple[Optional[str], float, str]:
         ttl = self.socket_ttl
@@ -911,9 +971,9 @@ class Agent(EventEmitter):
             free=sum(o["free"] for o in origins.values()),
             queued=len(self._waiting),
             queue_wait={
-                "count": self._queue_wait_count,
-                "total_seconds": self._queue_wait_total,
-                "max_seconds": self._queue_wait_max,
+                "count": self._queue_wait[0],
+                "total_seconds": self._queue_wait[1],
+                "max_seconds": self._queue_wait[2],
             },
             close_reasons=dict(self.close_reasons),
             origins=origins,

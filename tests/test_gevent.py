@@ -69,6 +69,29 @@ def test_thousand_greenlets_through_ten_sockets(make_server, make_agent):
     assert agent.requests == {} and agent.sockets == {}
 
 
+@pytest.mark.parametrize("cap", ["max_sockets", "max_total_sockets"])
+def test_a_cap_lowered_under_a_saturated_pool_holds_from_then_on(make_server, make_agent, cap):
+    server = make_server(delayed(0.002))
+    agent = make_agent(keep_alive=True, max_sockets=10)
+    held_after = []
+
+    def lower_then_watch():
+        while agent.total_socket_count < 10:  # every socket busy, the queue long
+            gevent.sleep(0.005)
+        setattr(agent, cap, 3)
+        gevent.sleep(0.05)  # the sockets over the cap close as they are freed
+        for _ in range(20):
+            held_after.append(agent.total_socket_count)
+            gevent.sleep(0.005)
+
+    calls = [(lambda: agent.get(server.url("/")).read()) for _ in range(600)]
+    results = spawn_all(lower_then_watch, *calls, timeout=30)
+    assert results[1:] == [b"ok"] * 600  # no request lost to the closing
+    assert held_after and max(held_after) <= 3
+    assert agent.close_reasons.get("over_cap") == 7
+    assert server.connections_total == 10  # handed on within the cap: no new connection
+
+
 def test_max_total_sockets_is_hard_across_origins(make_server, make_agent):
     servers = [make_server(delayed(0.005)) for _ in range(4)]
     agent = make_agent(keep_alive=True, max_sockets=3, max_total_sockets=4)

@@ -100,6 +100,37 @@ def test_attributes_are_mutable_and_read_at_use_time():
     assert agent.max_sockets == 5 and agent.keep_alive
 
 
+@pytest.mark.parametrize(
+    "name,value,error",
+    [
+        ("max_sockets", 0, ga.errors.OutOfRangeError),  # (Node: queued requests would wait forever)
+        ("max_sockets", "5", ga.errors.InvalidArgTypeError),  # (was a bare TypeError per request)
+        ("max_total_sockets", -1, ga.errors.OutOfRangeError),
+        ("max_free_sockets", -1, ga.errors.OutOfRangeError),
+        ("scheduling", "random", ga.errors.InvalidArgValueError),
+        ("free_socket_timeout", "3", ga.errors.InvalidArgTypeError),
+        ("queue_timeout", -1, ga.errors.OutOfRangeError),
+        ("retry", "sometimes", ga.errors.InvalidArgValueError),
+    ],
+)
+def test_options_set_after_construction_are_checked_as_the_constructors(name, value, error):
+    agent = ga.Agent(keep_alive=True, max_sockets=2)
+    before = getattr(agent, name)
+    with pytest.raises(error):
+        setattr(agent, name, value)
+    assert getattr(agent, name) == before
+
+
+def test_options_set_later_take_the_constructors_normal_forms():
+    agent = ga.Agent()
+    agent.max_sockets = None
+    agent.free_socket_timeout = 0
+    agent.socket_ttl = None
+    agent.keep_alive_timeout_buffer = "x"  # (Node: silently the default)
+    assert agent.max_sockets == math.inf and agent.free_socket_timeout == math.inf
+    assert agent.socket_ttl == math.inf and agent.keep_alive_timeout_buffer == 1.0
+
+
 # -- test-http-agent-getname.js ------------------------------------------------------------------
 def test_http_agent_getname():
     agent = ga.Agent()
