@@ -818,7 +818,8 @@ class Agent(EventEmitter):
         check = _RUNTIME_OPTIONS.get(name)
         if check is not None:
             value = check(value)
-            if name in _CAPS and value < getattr(self, name, _INF):
+            previous = getattr(self, name, None)  # (None: the constructor's first set)
+            if name in _CAPS and previous is not None and value < previous:
                 object.__setattr__(self, "_over_cap", True)
         object.__setattr__(self, name, value)
 

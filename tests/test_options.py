@@ -122,6 +122,7 @@ def test_options_set_after_construction_are_checked_as_the_constructors(name, va
 
 
 def test_options_set_later_take_the_constructors_normal_forms():
+    assert not ga.Agent(max_sockets=5, max_total_sockets=8)._over_cap  # (construction lowers nothing)
     agent = ga.Agent()
     agent.max_sockets = None
     agent.free_socket_timeout = 0
