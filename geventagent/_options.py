@@ -31,6 +31,7 @@ __all__ = [
     "validate_scheduling",
     "validate_port",
     "validate_tls_options",
+    "is_pem_content",
     "parse_url",
     "url_template",
 ]
@@ -322,11 +323,17 @@ def validate_port(value: Any, name: str = "options.port") -> int:
 TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 
+def is_pem_content(value: Any) -> bool:
+    """Whether a ``ca`` / ``cert`` / ``key`` / ``crl`` value is PEM content (bytes, or text with a
+    ``-----BEGIN`` line) rather than a path (any other str, or an ``os.PathLike``)."""
+    return isinstance(value, (bytes, bytearray)) or (isinstance(value, str) and "-----BEGIN" in value)
+
+
 def _pem_items(name: str, value: Any, many: bool) -> None:
     items = value if many and isinstance(value, (list, tuple)) else [value]
     for item in items:
-        if isinstance(item, bytes) or (isinstance(item, str) and "-----BEGIN" in item):
-            continue  # PEM content
+        if is_pem_content(item):
+            continue
         if not isinstance(item, (str, os.PathLike)):
             hint = ""
             if name == "cert" and isinstance(value, (list, tuple)):

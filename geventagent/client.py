@@ -960,18 +960,12 @@ def _basic_credentials(auth: Any) -> str:
 
 
 def _with_params(url: Any, params: Any) -> Any:
-    if not isinstance(params, (str, Mapping)) and not (
-        hasattr(params, "__iter__") and not isinstance(params, (bytes, bytearray))
-    ):
-        raise InvalidArgTypeError(
-            'The "params" argument must be a mapping, a list of (name, value) pairs or a str. '
-            "Received type %s (%r)" % (type(params).__name__, params)
-        )
-    try:
+    try:  # (urlencode refuses what is neither a mapping nor a sequence of pairs, bytes included)
         query = params if isinstance(params, str) else urlencode(params, doseq=True)
     except (TypeError, ValueError) as exc:
         raise InvalidArgTypeError(
-            'The "params" argument must be a mapping, a list of (name, value) pairs or a str. Received %r' % (params,)
+            'The "params" argument must be a mapping, a list of (name, value) pairs or a str. '
+            "Received type %s (%r)" % (type(params).__name__, params)
         ) from exc
     if not query:
         return url

@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional
 
 from gevent import ssl as gssl
 
+from ._options import is_pem_content
 from .errors import GeventAgentError, InvalidArgValueError, NetworkError
 from .socket import Socket, _is_ip
 
@@ -70,10 +71,8 @@ def _pem_or_path(value: Any) -> Dict[str, Any]:
     if isinstance(value, (list, tuple)):
         text = "\n".join(_as_text(v) for v in value)
         return {"cadata": text}
-    if isinstance(value, bytes):
-        value = value.decode("ascii")
-    if isinstance(value, str) and "-----BEGIN" in value:
-        return {"cadata": value}
+    if is_pem_content(value):
+        return {"cadata": _as_text(value)}
     if isinstance(value, (str, os.PathLike)):
         path = os.fspath(value)
         return {"capath": path} if os.path.isdir(path) else {"cafile": path}  # a folder of hashed CA files
@@ -81,10 +80,11 @@ def _pem_or_path(value: Any) -> Dict[str, Any]:
 
 
 def _as_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("ascii")
-    if isinstance(value, str) and "-----BEGIN" not in value:
-        with open(value) as fh:
+    """PEM content as text, or the text of the file a path names."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("ascii")
+    if not is_pem_content(value):
+        with open(os.fspath(value)) as fh:
             return fh.read()
     return str(value)
 
@@ -94,7 +94,7 @@ def _write_temp_pem(data: Any) -> str:
 
     handle, path = tempfile.mkstemp(suffix=".pem")
     with os.fdopen(handle, "wb") as fh:
-        fh.write(data if isinstance(data, bytes) else data.encode("ascii"))
+        fh.write(bytes(data) if isinstance(data, (bytes, bytearray)) else data.encode("ascii"))
     return path
 
 
@@ -127,11 +127,12 @@ def build_context(options: Dict[str, Any]) -> Any:
     if cert is not None:
         key = options.get("key")
         cleanup = []
-        certfile = cert if isinstance(cert, str) and "-----BEGIN" not in cert else None
+        # (a path as given, str or os.PathLike; PEM content through a temporary file)
+        certfile = None if is_pem_content(cert) else os.fspath(cert)
         if certfile is None:
             certfile = _write_temp_pem(cert)
             cleanup.append(certfile)
-        keyfile = key if key is None or (isinstance(key, str) and "-----BEGIN" not in key) else None
+        keyfile = None if key is None or is_pem_content(key) else os.fspath(key)
         if key is not None and keyfile is None:
             keyfile = _write_temp_pem(key)
             cleanup.append(keyfile)

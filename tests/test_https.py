@@ -451,3 +451,25 @@ def test_tls_options_a_context_refuses_fail_the_request_as_bad_input_and_release
             ga.get(server.url("/"), agent=agent)
         assert not isinstance(info.value, ga.errors.NetworkError) and info.value.code == "ERR_INVALID_ARG_VALUE"
     assert not agent.sockets and not agent.requests and server.connections_total == 2  # (TCP first)
+
+
+def test_client_certificates_as_paths_pathlike_or_pem_content(tls_server, ca, tmp_path):
+    ctx = server_context(ca)
+    ctx.verify_mode = ssl.CERT_REQUIRED  # the server asks for a client certificate
+    ca.configure_trust(ctx)
+    server = tls_server(ctx=ctx)
+    client = ca.issue_cert("client.test")
+    cert_path, key_path = tmp_path / "client.pem", tmp_path / "client.key"
+    client.cert_chain_pems[0].write_to_path(str(cert_path))
+    client.private_key_pem.write_to_path(str(key_path))
+    forms = [
+        (str(cert_path), str(key_path)),
+        (cert_path, key_path),  # os.PathLike: was taken for PEM content and failed to write it out
+        (client.cert_chain_pems[0].bytes(), client.private_key_pem.bytes()),
+    ]
+    for cert, key in forms:
+        agent = ga.HttpsAgent(ca=ca.cert_pem.bytes(), cert=cert, key=key)
+        assert ga.get(server.url("/", host="localhost"), agent=agent).read() == b"Hello World"
+        agent.destroy()
+    with pytest.raises(ga.GeventAgentError):  # (and without one, the server refuses)
+        ga.get(server.url("/", host="localhost"), agent=ga.HttpsAgent(ca=ca.cert_pem.bytes())).read()
