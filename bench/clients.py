@@ -300,7 +300,8 @@ def run(fetch) -> dict:
 
         def one(i):
             try:
-                counters["bytes"] += fetch(url_for(0, i))
+                size = fetch(url_for(0, i))  # (not `counters["bytes"] += fetch()`: fetch switches)
+                counters["bytes"] += size
                 counters["requests"] += 1
             except Exception:  # noqa: BLE001
                 counters["errors"] += 1
