@@ -237,6 +237,8 @@ def from_os_error(exc: BaseException, action: str = "", address: str = "") -> Ge
     where = " ".join(part for part in (action, "%s", address) if part)
     if isinstance(exc, (TimeoutError, _stdsocket.timeout)):
         return RequestTimeout(where % "ETIMEDOUT")
+    if type(exc).__module__ == "ssl":  # (an ssl error exists only once ssl is imported)
+        return _from_ssl_error(exc, where)
     err = getattr(exc, "errno", None)
     name = _errno.errorcode.get(err, "") if isinstance(err, int) else ""
     if isinstance(exc, ConnectionRefusedError) or name == "ECONNREFUSED":
@@ -251,6 +253,19 @@ def from_os_error(exc: BaseException, action: str = "", address: str = "") -> Ge
     code = name or type(exc).__name__
     detail = getattr(exc, "strerror", None) or str(exc)
     return NetworkError((where % code) + (" (%s)" % detail if detail else ""), code=code, errno=err)
+
+
+def _from_ssl_error(exc: BaseException, where: str) -> GeventAgentError:
+    """An error of the ssl module after the handshake. Its errno is OpenSSL's ``SSL_ERROR_*``
+    number, not an OS errno (``SSL_ERROR_EOF`` is 8, which is ``ENOEXEC``): the connection's end
+    under TLS (a TCP close or reset without ``close_notify``, or after one) is ``ECONNRESET``, as
+    for a plain socket and in Node; an alert or a broken record is ``ERR_SSL_<reason>``
+    (:func:`geventagent.tls.from_ssl_error`)."""
+    if type(exc).__name__ in ("SSLEOFError", "SSLZeroReturnError", "SSLSyscallError"):
+        return ConnectionReset(where % "ECONNRESET", errno=_errno.ECONNRESET)
+    from .tls import from_ssl_error
+
+    return from_ssl_error(exc)
 
 
 #: llhttp's reason strings -> its error code, from llhttp 9.3.0's ``src/llhttp/http.ts`` (the

@@ -473,3 +473,24 @@ def test_client_certificates_as_paths_pathlike_or_pem_content(tls_server, ca, tm
         agent.destroy()
     with pytest.raises(ga.GeventAgentError):  # (and without one, the server refuses)
         ga.get(server.url("/", host="localhost"), agent=ga.HttpsAgent(ca=ca.cert_pem.bytes())).read()
+
+
+def test_ssl_errors_after_the_handshake_get_node_codes_not_openssl_numbers_as_errnos():
+    # ssl errors carry OpenSSL's SSL_ERROR_* number as errno (SSL_ERROR_EOF is 8, ENOEXEC's
+    # number): a TLS connection's end read as "write ENOEXEC", an alert as "read EPERM".
+    from geventagent.errors import ConnectionReset, from_os_error
+    from geventagent.tls import TlsError
+
+    for exc in (
+        ssl.SSLEOFError(8, "EOF occurred in violation of protocol"),
+        ssl.SSLZeroReturnError(6, "TLS/SSL connection has been closed (EOF)"),
+        ssl.SSLSyscallError(5, "Some I/O error occurred"),
+    ):
+        err = from_os_error(exc, "write")
+        assert isinstance(err, ConnectionReset), exc
+        assert err.code == "ECONNRESET" and str(err) == "write ECONNRESET"
+    alert = ssl.SSLError(1, "[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC] decryption failed or bad record mac")
+    alert.reason = "DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
+    err = from_os_error(alert, "read")
+    assert isinstance(err, TlsError) and err.code == "ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
+    assert not isinstance(err, ConnectionReset)  # (never retried as a stale socket's reset)
