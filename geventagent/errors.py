@@ -224,6 +224,15 @@ def socket_hang_up(**context: Any) -> ConnectionReset:
     return ConnectionReset("socket hang up", **context)
 
 
+#: getaddrinfo's errors by number -> Node's code: its name, except that a name with no address
+#: (EAI_NONAME, EAI_NODATA) is ENOTFOUND (Node's lib/internal/errors.js dnsException).
+_GETADDRINFO_CODES = {
+    getattr(_stdsocket, name): "ENOTFOUND" if name in ("EAI_NONAME", "EAI_NODATA") else name
+    for name in dir(_stdsocket)
+    if name.startswith("EAI_")
+}
+
+
 def from_os_error(exc: BaseException, action: str = "", address: str = "") -> GeventAgentError:
     """Translate an ``OSError`` (or gevent/socket timeout) into the matching geventagent error.
 
@@ -249,7 +258,8 @@ def from_os_error(exc: BaseException, action: str = "", address: str = "") -> Ge
             return ConnectionReset(where % code, code=code, errno=err)
         return ConnectionReset(where % code, errno=err)
     if isinstance(exc, _stdsocket.gaierror):
-        return NetworkError("getaddrinfo ENOTFOUND %s" % address.rsplit(":", 1)[0], code="ENOTFOUND")
+        code = _GETADDRINFO_CODES.get(err, "ENOTFOUND") if isinstance(err, int) else "ENOTFOUND"
+        return NetworkError("getaddrinfo %s %s" % (code, address.rsplit(":", 1)[0]), code=code)
     code = name or type(exc).__name__
     detail = getattr(exc, "strerror", None) or str(exc)
     return NetworkError((where % code) + (" (%s)" % detail if detail else ""), code=code, errno=err)

@@ -13,7 +13,7 @@ import pytest
 from greenlet import greenlet
 
 import geventagent as ga
-from geventagent.errors import HttpParseError
+from geventagent.errors import HttpParseError, NetworkError
 
 
 def live_greenlets():
@@ -271,3 +271,31 @@ def test_idle_timer_restarts_in_full_each_time_a_socket_is_pooled(leak_check, ga
     assert agent.close_reasons == {} and agent.status()["free"] == 1
     gevent.sleep(0.3)
     assert agent.close_reasons == {"idle_timeout": 1}
+
+
+@pytest.mark.parametrize(
+    "eai, code",
+    [("EAI_NONAME", "ENOTFOUND"), ("EAI_NODATA", "ENOTFOUND"), ("EAI_AGAIN", "EAI_AGAIN"), ("EAI_FAIL", "EAI_FAIL")],
+)
+def test_a_name_that_does_not_resolve_has_nodes_getaddrinfo_code(leak_check, monkeypatch, eai, code):
+    # Node (lib/internal/errors.js dnsException) reports EAI_NONAME and EAI_NODATA as ENOTFOUND and
+    # every other getaddrinfo error by its own name: a resolver that is down for a moment is
+    # "getaddrinfo EAI_AGAIN host", which callers retry, not ENOTFOUND, which they should not.
+    import socket as stdsocket
+
+    from gevent import socket as gsocket
+
+    number = getattr(stdsocket, eai, None)
+    if number is None:
+        pytest.skip("%s is not defined on this platform" % eai)
+
+    def getaddrinfo(host, *args, **kw):
+        raise stdsocket.gaierror(number, "resolver says no")
+
+    monkeypatch.setattr(gsocket, "getaddrinfo", getaddrinfo)
+    agent = agent_for(leak_check)
+    with pytest.raises(NetworkError) as info:
+        agent.get("http://api.example.test:8080/")
+    assert info.value.code == code
+    assert str(info.value) == "getaddrinfo %s api.example.test" % code
+    assert agent.total_socket_count == 0 and not agent.sockets
