@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 from gevent import ssl as gssl
 
 from ._options import is_pem_content
-from .errors import GeventAgentError, InvalidArgValueError, NetworkError
+from .errors import ConnectionReset, GeventAgentError, InvalidArgValueError, NetworkError
 from .socket import Socket, _is_ip
 
 __all__ = ["TlsError", "build_context", "TlsSocket", "TlsInTls", "proxy_tls"]
@@ -52,7 +52,8 @@ class TlsError(NetworkError):
 def from_ssl_error(exc: BaseException, servername: str = "", chain_length: int = 0) -> GeventAgentError:
     """A TLS failure as :class:`TlsError` with Node's code. ``chain_length``: certificates the
     server sent (0: unknown). Node reports an unknown issuer of a lone certificate as
-    ``UNABLE_TO_VERIFY_LEAF_SIGNATURE`` (OpenSSL's code 21) where Python's OpenSSL reports 20."""
+    ``UNABLE_TO_VERIFY_LEAF_SIGNATURE`` (OpenSSL's code 21) where Python's OpenSSL reports 20, and
+    a connection closed before the handshake ends as :class:`ConnectionReset` (``ECONNRESET``)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         verify_code = exc.verify_code
         message = exc.verify_message or str(exc)
@@ -62,6 +63,8 @@ def from_ssl_error(exc: BaseException, servername: str = "", chain_length: int =
         if code == "ERR_TLS_CERT_ALTNAME_INVALID":
             message = "Hostname/IP does not match certificate's altnames: %s" % message
         return TlsError(message, code=code, verify_code=verify_code)
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):  # closed during the handshake
+        return ConnectionReset("Client network socket disconnected before secure TLS connection was established")
     reason = getattr(exc, "reason", None) or "PROTOCOL_ERROR"
     return TlsError(str(exc), code="ERR_SSL_%s" % str(reason).upper())
 
@@ -349,7 +352,10 @@ class TlsSocket(Socket):
         except ssl.SSLError as exc:
             if session is not None and key:
                 agent._evict_session(key)
-            raise from_ssl_error(exc, servername or "", _chain_length(exc, tls)) from exc
+            err = from_ssl_error(exc, servername or "", _chain_length(exc, tls))
+            if isinstance(err, ConnectionReset):
+                err.syscall = "connect"  # (a connect error: requests' adapter has urllib3 retry it as one)
+            raise err from exc
         self.session_reused = reused = bool(tls.session_reused)
         # Reading SSLSocket.session copies it (CPython re-encodes and re-parses it, certificate
         # included: 0.15 ms against nginx's trustme chain; setting one on a new connection pays

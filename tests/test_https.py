@@ -494,3 +494,38 @@ def test_ssl_errors_after_the_handshake_get_node_codes_not_openssl_numbers_as_er
     err = from_os_error(alert, "read")
     assert isinstance(err, TlsError) and err.code == "ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC"
     assert not isinstance(err, ConnectionReset)  # (never retried as a stale socket's reset)
+
+
+def test_a_server_that_closes_during_the_handshake_is_econnreset_as_in_node(https_agent):
+    # A load balancer or an overloaded server dropping the connection before the handshake ends.
+    # Node v20: ECONNRESET "Client network socket disconnected before secure TLS connection was
+    # established"; it was TlsError ERR_SSL_UNEXPECTED_EOF_WHILE_READING, which no caller
+    # checking for a reset would recognise.
+    from geventagent.errors import ConnectionReset
+
+    def read_the_hello_and_close(sock, address):
+        sock.recv(65536)
+        sock.close()
+
+    server = StreamServer(("127.0.0.1", 0), read_the_hello_and_close)
+    server.start()
+    try:
+        agent = https_agent(keep_alive=True)
+        with pytest.raises(ConnectionReset) as info:
+            agent.get("https://127.0.0.1:%d/" % server.server_port, timeout=5)
+        assert info.value.code == "ECONNRESET" and info.value.syscall == "connect"
+        assert str(info.value) == "Client network socket disconnected before secure TLS connection was established"
+        assert agent.total_socket_count == 0 and agent.counters["create_errors"] == 1
+        # requests through the adapter: a connect error, which urllib3's Retry(connect=1) retries
+        requests = pytest.importorskip("requests")
+        from urllib3.util.retry import Retry
+
+        from geventagent.contrib.requests import AgentAdapter
+
+        session = requests.Session()
+        session.mount("https://", AgentAdapter(https_agent=agent, max_retries=Retry(total=None, connect=1, read=0)))
+        with pytest.raises(requests.exceptions.ConnectionError):
+            session.get("https://127.0.0.1:%d/" % server.server_port, timeout=5)
+        assert agent.counters["create_errors"] == 3  # the first attempt and its one retry
+    finally:
+        server.stop()
