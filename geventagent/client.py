@@ -377,6 +377,8 @@ class ClientRequest(OutgoingMessage):
     def _acquire(self) -> Exchange:
         """Ask the agent for a socket, wait for it, connect it; start its exchange."""
         self._t_dispatch = _now()
+        if self.destroyed:  # (the agent would hand a destroyed request's socket straight back)
+            raise socket_hang_up()
         if self._stage is _NEW:
             self._stage = _WAITING
             self.agent.add_request(self, self._connect_options)
@@ -432,12 +434,15 @@ class ClientRequest(OutgoingMessage):
         until written. Returns True.
 
         Raises:
-            GeventAgentError (``ERR_STREAM_WRITE_AFTER_END``) after :meth:`end`; InvalidArgTypeError
+            GeventAgentError (``ERR_STREAM_WRITE_AFTER_END``) after :meth:`end`,
+            (``ERR_STREAM_DESTROYED``) after :meth:`destroy`; InvalidArgTypeError
             (``ERR_INVALID_ARG_TYPE``, nothing of it sent) for a chunk that is not str or bytes-like;
             ContentLengthMismatch past the caller's ``Content-Length``; the errors of :meth:`end`.
         """
         if self._ended:
             raise GeventAgentError("write after end", code="ERR_STREAM_WRITE_AFTER_END")
+        if self.destroyed:
+            raise GeventAgentError("Cannot call write after a stream was destroyed", code="ERR_STREAM_DESTROYED")
         if isinstance(chunk, str):
             data = chunk.encode("utf-8")
         elif isinstance(chunk, (bytes, bytearray, memoryview)):

@@ -8,11 +8,12 @@ import json
 import os
 import tempfile
 
+import gevent
 import pytest
 
 import geventagent as ga
 from geventagent._http import ResponseParser
-from geventagent.errors import HttpParseError
+from geventagent.errors import ConnectionReset, HttpParseError
 from geventagent.testing import Response
 
 
@@ -330,6 +331,31 @@ def test_streaming_write_is_chunked(server, make_agent):
     with pytest.raises(ga.GeventAgentError) as info:
         req.write(b"late")
     assert info.value.code == "ERR_STREAM_WRITE_AFTER_END"
+
+
+@pytest.mark.parametrize("when", ["before the head", "after the head"])
+def test_write_after_destroy_raises_err_stream_destroyed_and_never_waits(server, make_agent, when):
+    # Before the head, write() asked the agent for a socket for a destroyed request, which the agent
+    # hands straight back (Node's onSocketNT), and then waited for it forever. Node v20: the write's
+    # callback gets ERR_STREAM_DESTROYED "Cannot call write after a stream was destroyed".
+    agent = make_agent(keep_alive=True)
+    req = ga.ClientRequest(server.url("/"), method="POST", agent=agent)
+    if when == "after the head":
+        req.write(b"first,")
+    req.destroy()
+    with gevent.Timeout(5):
+        with pytest.raises(ga.GeventAgentError) as info:
+            req.write(b"late")
+        assert info.value.code == "ERR_STREAM_DESTROYED"
+        assert str(info.value) == "Cannot call write after a stream was destroyed"
+        if when == "before the head":
+            with pytest.raises(ConnectionReset):  # the head alone: no waiting for a socket either
+                req.flush_headers()
+        with pytest.raises(ConnectionReset):  # Node's 'error' after destroy(): socket hang up
+            req.end()
+    gevent.sleep(0.05)
+    assert agent.total_socket_count == 0 and not agent.sockets and not agent.requests
+    assert all(r.body != b"late" for r in server.requests)
 
 
 def test_bad_body_type_sends_nothing(server):
