@@ -762,7 +762,9 @@ class ClientRequest(OutgoingMessage):
             gevent.get_hub().loop.run_callback(waiter.switch, None)
         stage = self._stage
         if stage is _WAITING:
-            self.agent._dequeue(self)
+            dequeue = getattr(self.agent, "_dequeue", None)  # (an Agent-like object may have none)
+            if dequeue is not None:
+                dequeue(self)
         result = self._socket_result
         exchange, self._exchange = self._exchange, None
         reason = "error" if exc is not None else "aborted"

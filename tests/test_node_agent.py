@@ -776,6 +776,29 @@ def test_http_client_reject_unexpected_agent(bad):
     assert 'The "options.agent" property must be one of Agent-like Object, None, or False' in str(info.value)
 
 
+def test_a_timeout_around_a_request_an_agent_like_object_never_answers_stays_a_timeout(server):
+    # An Agent-like object (Node accepts any object with addRequest) that never hands a socket over:
+    # the request waits, as in Node; a gevent.Timeout around it came out as AttributeError
+    # ("'Lazy' object has no attribute '_dequeue'"), the cleanup calling the Agent's own method.
+    class Lazy:
+        protocol = "http:"
+        default_port = 80
+        keep_alive = True
+        max_sockets = 1
+
+        def __init__(self):
+            self.requests = []
+
+        def add_request(self, req, options):
+            self.requests.append(req)
+
+    lazy = Lazy()
+    with pytest.raises(gevent.Timeout):
+        with gevent.Timeout(0.2):
+            ga.get(server.url("/"), agent=lazy)
+    assert len(lazy.requests) == 1 and lazy.requests[0].destroyed
+
+
 def test_http_client_accepts_expected_agents(server):
     for agent in (False, None, ga.Agent()):
         assert ga.get(server.url("/"), agent=agent).read() == b"Hello World"
