@@ -719,19 +719,31 @@ class ClientRequest(OutgoingMessage):
             socket._before_release()
         if reason is None:
             self.destroyed = True  # Node: a later req.destroy() cannot touch the pooled socket
-        if res._events and "end" in res._events:
-            res.emit("end")
-        if reason is None:
-            self._emit_close()
-            if not socket.destroyed:  # (a 'close' listener may have destroyed it)
-                socket.emit("free")
-            res._emit_close()
-        else:  # not pooled: the response closes, then the request (Node's order)
-            if not socket.destroyed:
-                socket.destroy(reason=reason)
-            res._emit_close()
-            self._emit_close()
-        self._res = None  # res.req stays; dropping this side frees both without the cycle collector
+        released = False
+        try:
+            if res._events and "end" in res._events:
+                res.emit("end")
+            if reason is None:
+                self._emit_close()
+                released = True
+                if not socket.destroyed:  # (a 'close' listener may have destroyed it)
+                    socket.emit("free")
+                res._emit_close()
+            else:  # not pooled: the response closes, then the request (Node's order)
+                released = True
+                if not socket.destroyed:
+                    socket.destroy(reason=reason)
+                res._emit_close()
+                self._emit_close()
+        finally:
+            # A listener before the socket's release raised (res 'end', req 'close'): release it
+            # all the same, or it stays active for good and its slot with it.
+            if not released and not socket.destroyed:
+                if reason is None:
+                    socket.emit("free")
+                else:
+                    socket.destroy(reason=reason)
+            self._res = None  # res.req stays; dropping this side frees both without the cycle collector
 
     def _response_aborted(self, res: IncomingMessage) -> None:
         self._res = None  # (an unread one's weak reference: its callback has nothing left to do)

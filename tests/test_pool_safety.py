@@ -481,3 +481,32 @@ def test_no_debug_lines_when_debug_is_off(server, make_agent, caplog):
         for _ in range(3):
             agent.get(server.url("/")).read()
     assert [r for r in caplog.records if r.name == "geventagent"] == []
+
+
+@pytest.mark.parametrize("listener", ["request close", "response end", "response close", "agent free"])
+def test_a_listener_that_raises_at_the_end_of_a_response_never_keeps_its_socket(make_server, make_agent, listener):
+    # The request's 'close' and the response's 'end' come before the socket's 'free' (Node's
+    # order): one that raised left the socket active for good, and with max_sockets=1 every later
+    # request waited forever. (In Node the exception would end the process.)
+    server = make_server(lambda req: Response(200, b"x" * 100000 if req.path == "/big" else b"ok"))
+    agent = make_agent(keep_alive=True, max_sockets=1)
+
+    class Boom(Exception):
+        pass
+
+    def boom(*args):
+        raise Boom(listener)
+
+    req = ga.ClientRequest(server.url("/big"), agent=agent)
+    if listener == "request close":
+        req.on("close", boom)
+    elif listener == "agent free":
+        agent.once("free", boom)
+    else:
+        req.on("response", lambda res: res.on(listener.split()[1], boom))
+    with gevent.Timeout(5):
+        with pytest.raises(Boom):
+            req.end().read()
+        assert agent.sockets == {}  # released: pooled (the exchange itself ended cleanly)
+        assert [ga.get(server.url("/"), agent=agent).read() for _ in range(3)] == [b"ok"] * 3
+    assert server.connections_total == 1
