@@ -495,8 +495,12 @@ class ClientRequest(OutgoingMessage):
         a ``BaseException`` such as ``gevent.Timeout`` or ``GreenletExit`` releases it too."""
         if isinstance(exc, Exception):
             if isinstance(exc, RequestTimeout):
-                self._emit_timeout()
-            self._fail(exc)
+                try:
+                    self._emit_timeout()
+                finally:  # (a 'timeout' listener that raises must not keep the request's socket)
+                    self._fail(exc)
+            else:
+                self._fail(exc)
         else:
             self._fail(None)
 

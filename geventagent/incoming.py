@@ -281,8 +281,12 @@ class IncomingMessage(EventEmitter):
             self._exchange.read_more()
         except BaseException as exc:
             if isinstance(exc, RequestTimeout):
-                self.req._emit_timeout()
-            self._abort(exc)
+                try:
+                    self.req._emit_timeout()
+                finally:  # (a 'timeout' listener that raises must not keep the socket)
+                    self._abort(exc)
+            else:
+                self._abort(exc)
             raise
         self._deliver()
         timer = self._unread
@@ -473,5 +477,7 @@ def _unread_timeout(ref: "weakref.ReferenceType[IncomingMessage]") -> None:
     err = RequestTimeout("read ETIMEDOUT (the response body was not read for %g s)" % seconds)
     err.reused_socket = res.req.reused_socket
     res._failure = err
-    res.req._emit_timeout()
-    res._abort(err, reason="timeout")
+    try:
+        res.req._emit_timeout()
+    finally:
+        res._abort(err, reason="timeout")

@@ -342,10 +342,12 @@ class Socket(EventEmitter):
                     err.syscall = "connect"  # Node's system-error fields
                     err.address = path or host
                     err.port = port
-                if isinstance(err, RequestTimeout):
-                    self.emit("timeout")
                 tunnel_failed = proxy is not None and getattr(err, "code", "") == "ERR_PROXY_TUNNEL"
-                self.destroy(err, reason="proxy_tunnel" if tunnel_failed else "connect_error")
+                try:
+                    if isinstance(err, RequestTimeout):
+                        self.emit("timeout")
+                finally:  # (a 'timeout' listener that raises must not keep the socket)
+                    self.destroy(err, reason="proxy_tunnel" if tunnel_failed else "connect_error")
                 raise err from exc
             self.destroy(reason="connect_error")
             raise

@@ -510,3 +510,42 @@ def test_a_listener_that_raises_at_the_end_of_a_response_never_keeps_its_socket(
         assert agent.sockets == {}  # released: pooled (the exchange itself ended cleanly)
         assert [ga.get(server.url("/"), agent=agent).read() for _ in range(3)] == [b"ok"] * 3
     assert server.connections_total == 1
+
+
+@pytest.mark.parametrize("where", ["head", "body", "unread body"])
+def test_a_timeout_listener_that_raises_never_keeps_the_socket(make_server, make_agent, where):
+    # The request's 'timeout' is emitted before it is failed and its socket destroyed: a listener
+    # that raised skipped both, the socket stayed active and with max_sockets=1 every later request
+    # waited forever.
+    def handler(req):
+        if req.path == "/slow-head":
+            gevent.sleep(1)
+            return Response(200, b"late")
+        if req.path == "/slow-body":
+            req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+            gevent.sleep(1)
+            return None
+        return Response(200, b"x" * 100000 if req.path == "/big" else b"ok")
+
+    server = make_server(handler)
+    agent = make_agent(keep_alive=True, max_sockets=1)
+    path = {"head": "/slow-head", "body": "/slow-body", "unread body": "/big"}[where]
+    raised = []
+
+    def boom():
+        raised.append(where)
+        raise ValueError("a listener's own error")
+
+    with gevent.Timeout(5):
+        req = ga.ClientRequest(server.url(path), agent=agent, timeout=0.2)
+        req.on("timeout", boom)
+        if where == "unread body":
+            res = req.end()  # held, never read: the unread timer fails it from the hub
+            gevent.sleep(0.5)
+            del res
+        else:
+            with pytest.raises(ValueError):
+                req.end().read()
+        assert raised == [where]
+        assert agent.sockets == {}
+        assert ga.get(server.url("/"), agent=agent).read() == b"ok"
