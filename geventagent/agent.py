@@ -876,7 +876,7 @@ class Agent(EventEmitter):
                         self._unqueue(entry)
                     entry.req.on_socket(None, err)
                 else:
-                    socket.emit("free")  # §4.8: the queue head takes it
+                    socket._emit_all("free")  # §4.8: the queue head takes it
 
             self.create_socket(entry.req, entry.options, oncreate)
 

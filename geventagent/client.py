@@ -367,7 +367,7 @@ class ClientRequest(OutgoingMessage):
         the waiting greenlet from the hub (Node defers ``onSocket`` to the next tick)."""
         if self.destroyed and err is None and socket is not None and not socket.destroyed:
             # Node onSocketNT: a socket handed to a destroyed request goes straight back.
-            gevent.get_hub().loop.run_callback(socket.emit, "free")
+            gevent.get_hub().loop.run_callback(socket._emit_all, "free")
             return
         self._socket_result = (socket, err)
         waiter = self._waiter
@@ -699,7 +699,7 @@ class ClientRequest(OutgoingMessage):
         self._exchange = None
         self._stage = _RELEASED
         if self._events and event in self._events:
-            socket.emit("agentRemove")
+            socket._emit_all("agentRemove")
             socket._http_message = None
             self.emit(event, res, socket, res.upgrade_head or b"")
         else:
@@ -731,7 +731,7 @@ class ClientRequest(OutgoingMessage):
                 self._emit_close()
                 released = True
                 if not socket.destroyed:  # (a 'close' listener may have destroyed it)
-                    socket.emit("free")
+                    socket._emit_all("free")
                 res._emit_close()
             else:  # not pooled: the response closes, then the request (Node's order)
                 released = True
@@ -744,7 +744,7 @@ class ClientRequest(OutgoingMessage):
             # all the same, or it stays active for good and its slot with it.
             if not released and not socket.destroyed:
                 if reason is None:
-                    socket.emit("free")
+                    socket._emit_all("free")
                 else:
                     socket.destroy(reason=reason)
             self._res = None  # res.req stays; dropping this side frees both without the cycle collector
@@ -790,7 +790,7 @@ class ClientRequest(OutgoingMessage):
             pending = result[0]
             if not pending.destroyed:
                 # handed over but never used: give it back (Node's onSocketNT on a destroyed req)
-                pending.emit("free")
+                pending._emit_all("free")
         elif stage is _ASSIGNED and self.socket is not None and not self.socket.destroyed:
             self.socket.destroy(reason=reason)
         if stage is not _RELEASED:

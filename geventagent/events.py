@@ -217,6 +217,31 @@ class EventEmitter:
         return self.default_max_listeners if limit is None else limit
 
     # -- emitting -------------------------------------------------------------------------------
+    def _emit_all(self, event: Any, *args: Any) -> bool:
+        """:meth:`emit`, except that every listener runs when one raises, and the first error is
+        raised after the last: for the events that an agent's own listeners keep its counts by
+        (a socket's ``'free'``, ``'close'``, ``'agentRemove'``), which a listener put before them
+        (``prepend_listener``) must not skip. (In Node the error would end the process.)"""
+        events = self._events
+        if events is None:
+            return False
+        handlers = events.get(event)
+        if handlers is None:
+            return False
+        if type(handlers) is not list:
+            handlers(*args)
+            return True
+        first: Optional[BaseException] = None
+        for handler in tuple(handlers):
+            try:
+                handler(*args)
+            except BaseException as exc:  # noqa: BLE001  (raised below, after the others ran)
+                if first is None:
+                    first = exc
+        if first is not None:
+            raise first
+        return True
+
     def emit(self, event: Any, *args: Any) -> bool:
         """Call ``event``'s listeners synchronously, in order, with ``args``.
 

@@ -982,9 +982,11 @@ class Socket(EventEmitter):
                 sock.close()
             except OSError:
                 pass
-        if exc is not None and self._events and "error" in self._events:
-            self.emit("error", exc)
-        self.emit("close", exc is not None)
+        try:
+            if exc is not None and self._events and "error" in self._events:
+                self.emit("error", exc)
+        finally:  # ('close' keeps the agent's counts: an 'error' listener that raises must not skip it)
+            self._emit_all("close", exc is not None)
 
     close = destroy
 

@@ -9,6 +9,7 @@ import base64
 import gc
 import logging
 import math
+import socket as stdsocket
 import time
 from typing import Any
 
@@ -549,3 +550,40 @@ def test_a_timeout_listener_that_raises_never_keeps_the_socket(make_server, make
         assert raised == [where]
         assert agent.sockets == {}
         assert ga.get(server.url("/"), agent=agent).read() == b"ok"
+
+
+@pytest.mark.parametrize("event", ["free", "close", "error"])
+def test_a_socket_listener_that_raises_before_the_agents_own_never_leaks_the_socket(make_server, make_agent, event):
+    # The agent keeps its counts by its own listeners on each socket ('free': pool or hand over;
+    # 'close': forget it). A listener put before them (prepend_listener) that raised skipped them,
+    # and so did an 'error' listener that raised during destroy(), which emits 'close' after it:
+    # the socket stayed counted for good and with max_sockets=1 every later request waited forever.
+    def handler(req):
+        if req.path == "/reset":
+            req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+            req.conn.reset()
+            return None
+        return Response(200, b"ok")
+
+    server = make_server(handler)
+    agent = make_agent(keep_alive=True, max_sockets=1)
+
+    def boom(*args):
+        raise ValueError("a listener's own error")
+
+    if event == "error":  # destroy(err) emits 'error', then 'close': a refused connection
+        probe = stdsocket.socket()
+        probe.bind(("127.0.0.1", 0))
+        url = "http://127.0.0.1:%d/" % probe.getsockname()[1]  # bound, not listening
+    else:
+        url = server.url("/" if event == "free" else "/reset")
+    req = ga.ClientRequest(url, agent=agent)
+    req.on("socket", lambda socket: socket.prepend_once_listener(event, boom))
+    with gevent.Timeout(5):
+        with pytest.raises((ValueError, ga.GeventAgentError)):
+            req.end().read()
+        gevent.sleep(0.05)
+        assert agent.sockets == {} and agent.total_socket_count == (1 if event == "free" else 0)
+        assert [ga.get(server.url("/"), agent=agent).read() for _ in range(2)] == [b"ok"] * 2
+    if event == "error":
+        probe.close()
