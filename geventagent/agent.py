@@ -1033,7 +1033,7 @@ class _SocketHooks:
         if events is not None and events.get("free") is agent._own_free:
             agent._on_free(self.socket, self.options)  # the agent's 'free' listener alone: emit()'s effect
         else:
-            agent.emit("free", self.socket, self.options)
+            agent._emit_all("free", self.socket, self.options)  # (a listener put first must not skip _on_free)
 
     def onclose(self, had_error: bool = False) -> None:
         agent, socket = self.agent, self.socket

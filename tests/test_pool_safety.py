@@ -484,7 +484,9 @@ def test_no_debug_lines_when_debug_is_off(server, make_agent, caplog):
     assert [r for r in caplog.records if r.name == "geventagent"] == []
 
 
-@pytest.mark.parametrize("listener", ["request close", "response end", "response close", "agent free"])
+@pytest.mark.parametrize(
+    "listener", ["request close", "response end", "response close", "agent free", "agent free, prepended"]
+)
 def test_a_listener_that_raises_at_the_end_of_a_response_never_keeps_its_socket(make_server, make_agent, listener):
     # The request's 'close' and the response's 'end' come before the socket's 'free' (Node's
     # order): one that raised left the socket active for good, and with max_sockets=1 every later
@@ -503,6 +505,8 @@ def test_a_listener_that_raises_at_the_end_of_a_response_never_keeps_its_socket(
         req.on("close", boom)
     elif listener == "agent free":
         agent.once("free", boom)
+    elif listener == "agent free, prepended":  # before the agent's own 'free' listener
+        agent.prepend_once_listener("free", boom)
     else:
         req.on("response", lambda res: res.on(listener.split()[1], boom))
     with gevent.Timeout(5):
