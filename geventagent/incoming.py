@@ -14,6 +14,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Protocol, Tuple, Union
 
 import gevent
+from gevent.exceptions import ConcurrentObjectUseError
 
 from .errors import ConnectionReset, GeventAgentError, InvalidArgTypeError, RequestTimeout
 from .events import EventEmitter
@@ -280,6 +281,8 @@ class IncomingMessage(EventEmitter):
         try:
             self._exchange.read_more()
         except BaseException as exc:
+            if isinstance(exc, ConcurrentObjectUseError):
+                raise  # another greenlet waits for this body already: nothing read, nothing lost
             if isinstance(exc, RequestTimeout):
                 try:
                     self.req._emit_timeout()

@@ -347,3 +347,26 @@ def test_fork_child_never_writes_to_inherited_sockets(external_server):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result == {"child": 0, "parent_reused": True, "connections": 2}
+
+
+def test_a_second_greenlet_reading_a_body_another_waits_for_loses_nothing(make_server, make_agent):
+    # Two greenlets reading one response: the second gets gevent's ConcurrentObjectUseError, as a
+    # socket used by two greenlets does; that error also failed the response, so the first reader
+    # got "socket hang up" and the body was lost to both.
+    from gevent.exceptions import ConcurrentObjectUseError
+
+    def dripped(req):
+        req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 50000\r\n\r\n")
+        for _ in range(5):
+            gevent.sleep(0.02)
+            req.conn.send(b"y" * 10000)
+
+    server = make_server(dripped)
+    agent = make_agent(keep_alive=True, max_sockets=1)
+    res = agent.get(server.url("/"))
+    first = gevent.spawn(res.read)
+    gevent.sleep(0.01)  # the first reader waits on the socket now
+    with pytest.raises(ConcurrentObjectUseError):
+        res.read(4096)
+    assert first.get(timeout=5) == b"y" * 50000
+    assert agent.sockets == {} and len(agent.free_sockets) == 1  # pooled, not failed
