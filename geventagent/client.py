@@ -291,8 +291,18 @@ class ClientRequest(OutgoingMessage):
             if isinstance(headers, Mapping):
                 for name, value in headers.items():
                     self.set_header(name, value)
-            else:
+            else:  # pairs: a name given twice sends a line for each value (Node's array headers)
+                given: set = set()
                 for name, value in _header_pairs(headers):
+                    if isinstance(name, (bytes, bytearray)):
+                        name = bytes(name).decode("latin-1")
+                    lower = name.lower() if isinstance(name, str) else None  # (else set_header raises)
+                    if lower is not None and lower in given:
+                        before = self._headers[lower][1]
+                        value = (before if isinstance(before, list) else [before]) + (
+                            list(value) if isinstance(value, (list, tuple)) else [value]
+                        )
+                    given.add(lower)
                     self.set_header(name, value)
         if set_host and "host" not in self._headers:
             host_key = (host, port, default_port)

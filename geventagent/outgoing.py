@@ -109,6 +109,8 @@ class OutgoingMessage(EventEmitter):
         """
         if self.headers_sent:
             raise GeventAgentError("Cannot set headers after they are sent to the client", code="ERR_HTTP_HEADERS_SENT")
+        if isinstance(name, (bytes, bytearray)):  # (as requests and http.client take them)
+            name = bytes(name).decode("latin-1")
         check_header_name(name)
         if isinstance(value, (list, tuple)):
             value = [check_header_value(name, v) for v in value]

@@ -229,6 +229,18 @@ def test_bad_header_name_and_value_raise_before_anything_is_sent(server):
     assert server.connections_total == 0 and ga.global_agent.total_socket_count == 0
 
 
+def test_header_pairs_with_a_name_twice_send_every_value_and_bytes_names_are_taken(server):
+    # A list of pairs is how a header goes out more than once (Node's array headers send each
+    # pair): the second pair replaced the first. Bytes names (requests and http.client take them)
+    # were refused as "b'X-B'", not a token.
+    ga.get(server.url("/"), headers=[("X-Seen", "1"), ("x-seen", "2"), ("X-Seen", ["3", "4"]), ("X-Once", "a")]).read()
+    raw = [pair for pair in server.requests[-1].raw_headers if pair[0].lower().startswith("x-")]
+    assert [value for name, value in raw if name.lower() == "x-seen"] == ["1", "2", "3", "4"]
+    assert [value for name, value in raw if name.lower() == "x-once"] == ["a"]
+    ga.get(server.url("/"), headers={b"X-Bytes": b"v"}).read()
+    assert server.requests[-1].headers["x-bytes"] == "v"
+
+
 def test_bad_header_via_set_header_sends_nothing(server):
     req = ga.ClientRequest(server.url("/"))
     with pytest.raises(ValueError):
