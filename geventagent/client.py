@@ -288,12 +288,15 @@ class ClientRequest(OutgoingMessage):
         self._headers = {}
         self.headers_sent = False
         if headers:
-            if isinstance(headers, Mapping):
+            if type(headers) is dict:  # (a name once each; case variants replace, as in Node)
                 for name, value in headers.items():
                     self.set_header(name, value)
-            else:  # pairs: a name given twice sends a line for each value (Node's array headers)
+            else:
+                # Pairs, or a multi-valued mapping (urllib3's HTTPHeaderDict yields a pair per
+                # value): a name given twice sends a line for each value (Node's array headers).
                 given: set = set()
-                for name, value in _header_pairs(headers):
+                pairs = headers.items() if isinstance(headers, Mapping) else _header_pairs(headers)
+                for name, value in pairs:
                     if isinstance(name, (bytes, bytearray)):
                         name = bytes(name).decode("latin-1")
                     lower = name.lower() if isinstance(name, str) else None  # (else set_header raises)

@@ -239,6 +239,15 @@ def test_header_pairs_with_a_name_twice_send_every_value_and_bytes_names_are_tak
     assert [value for name, value in raw if name.lower() == "x-once"] == ["a"]
     ga.get(server.url("/"), headers={b"X-Bytes": b"v"}).read()
     assert server.requests[-1].headers["x-bytes"] == "v"
+    from urllib3 import HTTPHeaderDict  # a mapping with a value per line: each goes out
+
+    multi = HTTPHeaderDict()
+    multi.add("X-Multi", "1")
+    multi.add("x-multi", "2")
+    ga.get(server.url("/"), headers=multi).read()
+    assert [v for n, v in server.requests[-1].raw_headers if n.lower() == "x-multi"] == ["1", "2"]
+    ga.get(server.url("/"), headers={"X-Case": "1", "x-case": "2"}).read()  # a dict: the last, as Node
+    assert [v for n, v in server.requests[-1].raw_headers if n.lower() == "x-case"] == ["2"]
 
 
 def test_bad_header_via_set_header_sends_nothing(server):
