@@ -918,22 +918,26 @@ def request(
         headers, agent, timeout, **options: as for :class:`ClientRequest`.
         body: bytes, str, a file object or an iterable of bytes/str (chunked when the length is unknown).
         json: an object sent as the JSON body (``Content-Type: application/json`` unless given),
-            as requests' ``json=``; not with ``body``.
+            as requests' ``json=``; not with ``body``; None sends none (as requests).
         params (Mapping | list of pairs | str | None): appended to the URL's query string
-            (percent-encoded), as requests' ``params=``.
+            (percent-encoded), as requests' ``params=``: a None value is left out, as requests does.
 
     Returns:
         IncomingMessage (read its body with ``read()``, iteration, ``text()`` or ``json()``).
     Raises:
         See :meth:`ClientRequest.end`; UnknownOptionError for an unknown keyword argument (nothing
-        sent); InvalidArgValueError for ``json`` together with ``body``.
+        sent); InvalidArgValueError for ``json`` together with ``body``; InvalidArgTypeError for a
+        ``json`` that cannot be serialized (nothing sent).
     """
-    if json is not _UNSET:
+    if json is not _UNSET and json is not None:  # (None: no JSON body, as in requests)
         if body is not None:
             from .errors import InvalidArgValueError
 
             raise InvalidArgValueError("Pass either body= or json=, not both")
-        body = _json.dumps(json, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        try:
+            body = _json.dumps(json, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:  # not serializable, or a circular reference
+            raise InvalidArgTypeError('The "json" argument cannot be sent as JSON: %s' % exc) from exc
         headers = _with_default_header(headers, "Content-Type", "application/json")
     if params:
         url = _with_params(url, params)
@@ -995,9 +999,30 @@ def _basic_credentials(auth: Any) -> str:
     return base64.b64encode(auth).decode("ascii")
 
 
+def _without_none(params: Any) -> Any:
+    """``params`` without its None values (requests leaves them out; urlencode sends "None")."""
+    if isinstance(params, Mapping):
+        pairs: Any = list(params.items())
+    elif isinstance(params, (list, tuple)):
+        pairs = params
+    else:
+        return params  # (urlencode says what is wrong with it)
+    kept = []
+    for item in pairs:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            return params
+        name, value = item
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = [v for v in value if v is not None]
+        kept.append((name, value))
+    return kept
+
+
 def _with_params(url: Any, params: Any) -> Any:
     try:  # (urlencode refuses what is neither a mapping nor a sequence of pairs, bytes included)
-        query = params if isinstance(params, str) else urlencode(params, doseq=True)
+        query = params if isinstance(params, str) else urlencode(_without_none(params), doseq=True)
     except (TypeError, ValueError) as exc:
         raise InvalidArgTypeError(
             'The "params" argument must be a mapping, a list of (name, value) pairs or a str. '

@@ -282,6 +282,16 @@ def test_json_and_params_have_requests_meaning(make_server):
     assert res.read() == b"/q?k=v&k=w"
     with pytest.raises(GeventAgentError):
         ga.request("POST", server.url("/"), json={}, body=b"both")
+    # requests' None: a param left out (urlencode sent "None"), json=None no body (it sent "null")
+    res = ga.get(server.url("/n"), params={"a": None, "b": [1, None], "c": "x"})
+    assert res.read() == b"/n?b=1&c=x"
+    ga.request("POST", server.url("/empty"), json=None).read()
+    assert server.requests[-1].body == b"" and "content-type" not in server.requests[-1].headers
+    before = server.connections_total
+    with pytest.raises(TypeError) as info:  # not serializable: a clear error, nothing sent
+        ga.request("POST", server.url("/"), json={"when": object()})
+    assert info.value.code == "ERR_INVALID_ARG_TYPE" and "JSON" in str(info.value)
+    assert server.connections_total == before and len(server.requests) == 4
 
 
 # -- 3. an unread response cannot hang the pool ---------------------------------------------------
