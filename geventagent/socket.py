@@ -338,8 +338,8 @@ class Socket(EventEmitter):
             self.connecting = False
             if isinstance(exc, Exception):
                 err = from_os_error(exc, "connect", address)
-                if isinstance(err, NetworkError) and not isinstance(exc, GeventAgentError):
-                    err.syscall = "connect"  # Node's system-error fields
+                if isinstance(err, NetworkError) and err.syscall is None:
+                    err.syscall = "connect"  # Node's system-error fields (TLS's and a proxy's too)
                     err.address = path or host
                     err.port = port
                 tunnel_failed = proxy is not None and getattr(err, "code", "") == "ERR_PROXY_TUNNEL"

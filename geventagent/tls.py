@@ -352,10 +352,7 @@ class TlsSocket(Socket):
         except ssl.SSLError as exc:
             if session is not None and key:
                 agent._evict_session(key)
-            err = from_ssl_error(exc, servername or "", _chain_length(exc, tls))
-            if isinstance(err, ConnectionReset):
-                err.syscall = "connect"  # (a connect error: requests' adapter has urllib3 retry it as one)
-            raise err from exc
+            raise from_ssl_error(exc, servername or "", _chain_length(exc, tls)) from exc
         self.session_reused = reused = bool(tls.session_reused)
         # Reading SSLSocket.session copies it (CPython re-encodes and re-parses it, certificate
         # included: 0.15 ms against nginx's trustme chain; setting one on a new connection pays
