@@ -393,8 +393,9 @@ class IncomingMessage(EventEmitter):
         return whole if whole is not None else self.read()
 
     def text(self, encoding: Optional[str] = None) -> str:
-        """The body (:attr:`content`) decoded with ``encoding``, else the Content-Type charset,
-        else UTF-8."""
+        """The body (:attr:`content`) decoded with ``encoding``, else the Content-Type charset
+        (UTF-8 when it names one Python does not know, as requests does), else UTF-8; bytes that
+        do not decode are replaced. Raises LookupError for an unknown ``encoding`` given here."""
         data = self.content
         if encoding is None:
             ctype = self.get_header("content-type") or ""
@@ -402,7 +403,12 @@ class IncomingMessage(EventEmitter):
                 key, _, value = part.strip().partition("=")
                 if key.lower() == "charset" and value:
                     encoding = value.strip('"')
-            encoding = encoding or "utf-8"
+            if encoding:
+                try:
+                    return data.decode(encoding, errors="replace")
+                except LookupError:  # the server's charset, not the caller's: fall back
+                    pass
+            encoding = "utf-8"
         return data.decode(encoding, errors="replace")
 
     def json(self) -> Any:

@@ -267,6 +267,18 @@ def test_text_and_json_helpers(make_server):
     assert ga.get(server.url("/")).json() == {"a": "é"}
 
 
+def test_a_charset_python_does_not_know_reads_as_utf8_as_in_requests(make_server):
+    # The server's charset: LookupError ("unknown encoding: x-unknown") lost the caller the text.
+    body = '{"a": "é"}'.encode("utf-8")
+    server = make_server(
+        lambda req: Response(200, body, headers=[("Content-Type", "application/json; charset=x-unknown")])
+    )
+    assert ga.get(server.url("/")).text() == '{"a": "é"}'
+    assert ga.get(server.url("/")).json() == {"a": "é"}
+    with pytest.raises(LookupError):  # one the caller names is the caller's to get right
+        ga.get(server.url("/")).text("x-unknown")
+
+
 def test_headers_are_nodes_lower_case_dict_and_find_other_cases(make_server):
     server = make_server(lambda req: Response(200, b"", headers=[("Content-Type", "text/plain"), ("ETag", '"x"')]))
     headers = ga.get(server.url("/")).headers
