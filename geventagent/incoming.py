@@ -433,10 +433,10 @@ class IncomingMessage(EventEmitter):
                         drained += parser.body_bytes - before
                         parser.body.clear()
                         self._consumed = parser.body_bytes
-            except GeventAgentError:
+            except (GeventAgentError, ConcurrentObjectUseError):  # (the latter: another greenlet reads)
                 pass
             if not self.complete:
-                self._abort_quietly("unread_body")
+                self._abort_quietly("unread_body")  # (a greenlet still reading gets "aborted")
         parser.body.clear()
         self._consumed = parser.body_bytes
         self._emit_close()

@@ -370,3 +370,24 @@ def test_a_second_greenlet_reading_a_body_another_waits_for_loses_nothing(make_s
         res.read(4096)
     assert first.get(timeout=5) == b"y" * 50000
     assert agent.sockets == {} and len(agent.free_sockets) == 1  # pooled, not failed
+
+
+def test_close_from_another_greenlet_while_one_reads_releases_the_response(make_server, make_agent):
+    # close() drains a short remainder, and draining while another greenlet waits on the socket
+    # raised gevent's ConcurrentObjectUseError out of close(), the response left open.
+    def dripped(req):
+        req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(10):
+            gevent.sleep(0.05)
+            req.conn.send(b"y" * 100)
+
+    server = make_server(dripped)
+    agent = make_agent(keep_alive=True, max_sockets=1)
+    res = agent.get(server.url("/"))
+    reader = gevent.spawn(res.read)
+    gevent.sleep(0.02)  # the reader waits on the socket now
+    res.close()  # returns: the socket is destroyed, the reader woken with an error
+    with pytest.raises(ga.GeventAgentError) as info:
+        reader.get(timeout=5)
+    assert info.value.code == "ECONNRESET"
+    assert agent.sockets == {} and agent.total_socket_count == 0
