@@ -349,19 +349,26 @@ def test_fork_child_never_writes_to_inherited_sockets(external_server):
     assert result == {"child": 0, "parent_reused": True, "connections": 2}
 
 
+def dripping(pieces, size, delay, length=None):
+    """A handler that sends a head for ``length`` bytes (all the pieces by default) and then the
+    body, ``pieces`` writes of ``size`` bytes ``delay`` seconds apart."""
+
+    def handler(req):
+        req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (length or pieces * size))
+        for _ in range(pieces):
+            gevent.sleep(delay)
+            req.conn.send(b"y" * size)
+
+    return handler
+
+
 def test_a_second_greenlet_reading_a_body_another_waits_for_loses_nothing(make_server, make_agent):
     # Two greenlets reading one response: the second gets gevent's ConcurrentObjectUseError, as a
     # socket used by two greenlets does; that error also failed the response, so the first reader
     # got "socket hang up" and the body was lost to both.
     from gevent.exceptions import ConcurrentObjectUseError
 
-    def dripped(req):
-        req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 50000\r\n\r\n")
-        for _ in range(5):
-            gevent.sleep(0.02)
-            req.conn.send(b"y" * 10000)
-
-    server = make_server(dripped)
+    server = make_server(dripping(pieces=5, size=10000, delay=0.02))
     agent = make_agent(keep_alive=True, max_sockets=1)
     res = agent.get(server.url("/"))
     first = gevent.spawn(res.read)
@@ -375,13 +382,7 @@ def test_a_second_greenlet_reading_a_body_another_waits_for_loses_nothing(make_s
 def test_close_from_another_greenlet_while_one_reads_releases_the_response(make_server, make_agent):
     # close() drains a short remainder, and draining while another greenlet waits on the socket
     # raised gevent's ConcurrentObjectUseError out of close(), the response left open.
-    def dripped(req):
-        req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-        for _ in range(10):
-            gevent.sleep(0.05)
-            req.conn.send(b"y" * 100)
-
-    server = make_server(dripped)
+    server = make_server(dripping(pieces=10, size=100, delay=0.05, length=100000))
     agent = make_agent(keep_alive=True, max_sockets=1)
     res = agent.get(server.url("/"))
     reader = gevent.spawn(res.read)
