@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: venv test demo lint clean bench bench-race loadtest requests-suite test-locust-oldest
+.PHONY: venv test demo lint clean bench bench-race loadtest requests-suite test-locust-oldest test-urllib3-1
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -73,8 +73,22 @@ $(OLDLOC_STAMP): setup.py
 test-locust-oldest: $(OLDLOC_STAMP)
 	$(OLDLOC_VENV)/bin/python -m pytest -p no:anyio -p no:cacheprovider tests/locust
 
+# requests still accepts urllib3 1.26 (pinned where OpenSSL < 1.1.1 or an old botocore is): the
+# requests adapter's tests on it, in a venv of its own.
+U3_VENV := .venv-urllib3-1
+U3_STAMP := $(U3_VENV)/.installed
+
+$(U3_STAMP): setup.py
+	$(PYTHON) -m venv $(U3_VENV)
+	$(U3_VENV)/bin/python -m pip install -q --disable-pip-version-check -e . 'urllib3<2' 'requests>=2.31' pytest \
+		pytest-timeout hypothesis trustme pproxy
+	touch $(U3_STAMP)
+
+test-urllib3-1: $(U3_STAMP)
+	$(U3_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_requests_adapter.py tests/test_https.py tests/test_socks.py
+
 clean:
-	rm -rf $(VENV) $(SUITE_VENV) $(OLDLOC_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(SUITE_VENV) $(OLDLOC_VENV) $(U3_VENV) build *.egg-info .pytest_cache
 
 LINT_STAMP := $(VENV)/.installed-lint
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import socket
 import zlib
 
 import gevent
+import gevent.event
 import pytest
 
 import geventagent as ga
@@ -19,6 +21,7 @@ from .conftest import spawn_all
 from .test_proxy import relay  # noqa: F401  (fixture)
 
 requests = pytest.importorskip("requests")
+import urllib3  # noqa: E402
 from requests.adapters import HTTPAdapter  # noqa: E402
 from urllib3.util.retry import Retry  # noqa: E402
 
@@ -121,6 +124,79 @@ def test_a_short_body_raises_chunked_encoding_error_and_drops_the_socket(make_se
     assert (status["active"], status["free"]) == (0, 0)
 
 
+def chunk(data):
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def test_a_chunked_body_streams_to_iter_content_and_iter_lines_as_it_arrives(make_server, session):
+    # A server that streams (events, logs, progress) in chunks: urllib3's stream() reads a
+    # chunked body chunk by chunk through http.client's fp, which AgentResponse has not; its
+    # fallback, read(amt), waits for amt bytes, so iter_content() and iter_lines() gave nothing
+    # until the body ended. Here the server sends its second chunk only once the client has the
+    # first (or after 3 s).
+    asked = gevent.event.Event()
+
+    def handler(req):
+        req.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n%s\r\n"
+        encoding = req.path == "/gzip"
+        compressor = zlib.compressobj(wbits=31)
+        body = (lambda d: compressor.compress(d) + compressor.flush(zlib.Z_SYNC_FLUSH)) if encoding else bytes
+        req.conn.send(head % (b"Content-Encoding: gzip\r\n" if encoding else b""))
+        req.conn.send(chunk(body(b"event one\n")))
+        on_time = asked.wait(3)
+        req.conn.send(chunk(body(b"event two\n" if on_time else b"late\n")))
+        req.conn.send((chunk(compressor.flush()) if encoding else b"") + b"0\r\n\r\n")
+        asked.clear()
+
+    server = make_server(handler)
+    for path in ("/plain", "/gzip"):
+        for read in (
+            lambda r: r.iter_content(None),
+            lambda r: r.iter_content(1024),
+            lambda r: r.raw.stream(1024, decode_content=True),
+        ):
+            r = session.get(server.url(path), stream=True)
+            pieces = read(r)
+            first = next(pieces)
+            asked.set()
+            assert (first, b"".join(pieces)) == (b"event one\n", b"event two\n"), path
+        r = session.get(server.url(path), stream=True)
+        lines = r.iter_lines()
+        assert next(lines) == b"event one"
+        asked.set()
+        assert list(lines) == [b"event two"]
+    assert session.adapters["http://"].agent.status()["free"] == 1  # each ended cleanly: pooled
+
+
+def test_raw_read_n_gives_n_bytes_unless_the_body_ends_and_read1_what_arrived(make_server, session):
+    # http.client's read(n) (and so urllib3's raw.read(n), which requests' r.raw is) gives n bytes
+    # unless the body ends first; the adapter gave what had arrived, so a body in several writes
+    # came out short: pickle.load(r.raw) failed ("pickle data was truncated") and fixed-size
+    # records split. read1() (urllib3 >= 2.3) gives what has arrived.
+    payload = pickle.dumps(list(range(3000)))
+
+    def handler(req):
+        req.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each write its own segment
+        req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload))
+        for start in range(0, len(payload), 1000):
+            gevent.sleep(0.005)
+            req.conn.send(payload[start : start + 1000])
+
+    server = make_server(handler)
+    r = session.get(server.url("/"), stream=True)
+    assert pickle.load(r.raw) == list(range(3000))
+    r = session.get(server.url("/"), stream=True)
+    assert r.raw.read(1500) == payload[:1500]
+    assert r.raw.read(len(payload)) == payload[1500:]  # what is left: the body ended
+    assert r.raw.read(10) == b""
+    r = session.get(server.url("/"), stream=True)
+    read1 = r.raw.read1 if hasattr(urllib3.HTTPResponse, "read1") else r.raw._fp.read1  # (urllib3 1.x: none)
+    assert read1(4096) == payload[:1000]
+    assert r.raw._fp.read1(4096) == payload[1000:2000]  # http.client's shape: one write
+    r.close()
+
+
 def test_errors_are_requests_with_the_geventagent_error_as_cause(make_server, session):
     server = make_server()
     port = server.port
@@ -134,6 +210,8 @@ def test_errors_are_requests_with_the_geventagent_error_as_cause(make_server, se
     with pytest.raises(requests.exceptions.ReadTimeout) as timeout_info:
         session.get(silent.url("/"), timeout=(2, 0.2))
     assert "Read timed out" in str(timeout_info.value)
+    # urllib3 prints its pool there (HTTPConnectionPool(host=..., port=...)); no pool read "None:"
+    assert str(timeout_info.value).startswith("Agent(host='127.0.0.1', port=%d): Read timed out" % silent.port)
     assert isinstance(timeout_info.value.__cause__, ga.errors.RequestTimeout)
     assert isinstance(timeout_info.value, requests.exceptions.Timeout)
 

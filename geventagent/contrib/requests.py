@@ -22,7 +22,9 @@ What requests passes to a transport adapter maps as follows:
   files) and ``cert`` (a path, or ``(cert, key)``) onto the request's TLS options.
 - ``stream``: the response is a :class:`AgentResponse` (a ``urllib3.HTTPResponse``) over the
   geventagent :class:`~geventagent.IncomingMessage`; the connection goes back to the pool when the
-  body has been read, and closing an unread response drains a short remainder or closes it.
+  body has been read, and closing an unread response drains a short remainder or closes it. A
+  chunked body streams as it arrives (``iter_content()``, ``iter_lines()``, ``raw.stream()``), and
+  ``raw.read(n)`` gives ``n`` bytes unless the body ends first, as over http.client.
 - ``proxies``: requests' choice for the URL (``select_proxy``, environment and ``NO_PROXY`` already
   applied by the session) as the request's ``proxy``; http:// and https:// proxies (CONNECT tunnels
   for https:// targets) and SOCKS proxies (``socks5://``, ``socks5h://``, ``socks4://``,
@@ -41,8 +43,9 @@ Errors are requests' (``ConnectionError``, ``ConnectTimeout``, ``ReadTimeout``, 
 from __future__ import annotations
 
 import http.client
+import inspect
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Generator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -50,7 +53,8 @@ import urllib3
 from requests import exceptions as rex
 from requests.adapters import HTTPAdapter
 from requests.utils import DEFAULT_CA_BUNDLE_PATH, extract_zipped_paths, prepend_scheme_if_needed, select_proxy
-from urllib3.exceptions import MaxRetryError
+from urllib3._collections import HTTPHeaderDict  # urllib3.HTTPHeaderDict from 2.0 on; here in 1.x too
+from urllib3.exceptions import MaxRetryError, ResponseNotChunked
 from urllib3.util import parse_url
 from urllib3.util.retry import Retry
 
@@ -63,6 +67,10 @@ __all__ = ["AgentAdapter", "AgentResponse", "install", "uninstall", "installed"]
 
 _DEFAULT = object()
 _STATUS_RETRY_DRAIN = 1 << 16
+# What the installed urllib3 has (requests takes 1.21.1 to 2.x): 2.x's response carries its
+# status line's version string; >= 2.6 bounds each decoded piece (decompression bombs).
+_VERSION_STRING = "version_string" in inspect.signature(urllib3.HTTPResponse.__init__).parameters
+_DECODE_MAX_LENGTH = "max_length" in inspect.signature(urllib3.HTTPResponse._decode).parameters
 
 
 class _Body:
@@ -82,11 +90,44 @@ class _Body:
         self.reason = message.status_message
 
     def read(self, amt: Optional[int] = None) -> bytes:
+        """http.client's ``read(amt)``: ``amt`` bytes unless the body ends first (urllib3 hands a
+        caller's ``raw.read(n)`` this result; ``pickle.load(raw)``, fixed-size records and the
+        like count on it), all of the rest for None; ``b""`` at the end."""
         if self._closed:
             return b""
+        message = self.message
         try:
-            return self.message.read(amt)
+            data = message.read(amt)
+            if amt is None or len(data) >= amt or not data or amt < 0:
+                return data
+            parts = [data]  # a piece of what was asked has arrived: wait for the rest
+            need = amt - len(data)
+            while need > 0:
+                more = message.read(need)
+                if not more:
+                    break
+                parts.append(more)
+                need -= len(more)
+            return b"".join(parts)
         except gaerr.HttpParseError as exc:  # a malformed body (chunk framing): http.client's class
+            raise http.client.HTTPException(str(exc)) from exc
+
+    def read1(self, amt: Optional[int] = -1) -> bytes:
+        """http.client's ``read1``: one piece of the body as it arrived (for a chunked body, about
+        one of the server's chunks), at most ``amt`` bytes (None or negative: no limit), waiting
+        only when nothing has arrived; ``b""`` at the end."""
+        if self._closed:
+            return b""
+        message = self.message
+        body = message._parser.body
+        try:
+            while not body and not message.complete:
+                message._fill()
+            if not body:
+                return b""
+            size = len(body[0])
+            return message.read(size if amt is None or amt < 0 or amt > size else amt)
+        except gaerr.HttpParseError as exc:
             raise http.client.HTTPException(str(exc)) from exc
 
     def readable(self) -> bool:
@@ -118,23 +159,48 @@ class _PoolKeys:
         self.pools.clear()
 
 
+class _PoolName:
+    """What urllib3's timeout errors print for the pool: ``Agent(host='h', port=p): Read timed
+    out.``, where urllib3's own pools print ``HTTPConnectionPool(host='h', port=p)`` (and no pool
+    printed ``None``). Formatted when printed."""
+
+    __slots__ = ("_url", "_agent")
+
+    def __init__(self, url: str, agent: Any = None) -> None:
+        self._url = url
+        self._agent = agent
+
+    def __str__(self) -> str:
+        parts = urlsplit(self._url)
+        https = parts.scheme.lower() == "https"
+        name = type(self._agent).__name__ if self._agent is not None else ("HttpsAgent" if https else "Agent")
+        return "%s(host=%r, port=%d)" % (name, parts.hostname, parts.port or (443 if https else 80))
+
+    __repr__ = __str__
+
+
 class AgentResponse(urllib3.HTTPResponse):
     """``response.raw``: urllib3's ``HTTPResponse`` (``stream()``, ``read(amt, decode_content=)``,
     gzip / deflate / br / zstd decoding, ``Content-Length`` enforcement) reading a geventagent
     :class:`~geventagent.IncomingMessage` (``.message``)."""
 
-    def __init__(self, message: ga.IncomingMessage, method: str, url: str, retries: Optional[Retry]) -> None:
+    def __init__(
+        self, message: ga.IncomingMessage, method: str, url: str, retries: Optional[Retry], agent: Any = None
+    ) -> None:
         body = _Body(message)
-        headers = urllib3.HTTPHeaderDict()
+        headers = HTTPHeaderDict()
         for name, value in message.raw_headers:
             headers.add(name, value)
         version = message.http_version
+        if _VERSION_STRING:
+            extra: Dict[str, Any] = {"version_string": "HTTP/" + version}
+        else:
+            extra = {}
         super().__init__(
             body=body,  # type: ignore[arg-type]  # file-like: read(), close(), isclosed()
             headers=headers,
             status=message.status_code,
             version=11 if version == "1.1" else 10,
-            version_string="HTTP/" + version,
             reason=message.status_message,
             preload_content=False,
             decode_content=False,
@@ -144,8 +210,61 @@ class AgentResponse(urllib3.HTTPResponse):
             enforce_content_length=True,
             request_method=method,
             request_url=url,
+            pool=_PoolName(url, agent),  # type: ignore[arg-type]  # only printed (release_conn is ours)
+            **extra,
         )
         self.message = message
+
+    def supports_chunked_reads(self) -> bool:
+        """True: :meth:`read_chunked` serves every chunked body (urllib3 asks for http.client's
+        ``fp``, which only its own reader has)."""
+        return True
+
+    def read_chunked(
+        self, amt: Optional[int] = None, decode_content: Optional[bool] = None
+    ) -> Generator[bytes, None, None]:
+        """Yield a chunked body as it arrives, each piece at most ``amt`` bytes (None: as it came),
+        decoded when ``decode_content``: what urllib3's ``stream()`` (and so requests'
+        ``iter_content()`` / ``iter_lines()``) gives for a chunked response, so a server that
+        streams (events, logs, progress) is read piece by piece, not when it ends. The pieces are
+        the body as the socket delivered it, not the server's chunk boundaries (Node's ``'data'``
+        events).
+
+        Raises:
+            urllib3.exceptions.ResponseNotChunked: the response is not chunked.
+            urllib3's ``ProtocolError`` / ``ReadTimeoutError`` / ``DecodeError`` (requests' own
+            classes through ``iter_content``), as for ``read()``.
+        """
+        self._init_decoder()
+        if not self.chunked:
+            raise ResponseNotChunked("Response is not chunked. Header 'transfer-encoding: chunked' is missing.")
+        if amt == 0:
+            return
+        if amt is not None and amt < 0:
+            amt = None
+        body = self._fp
+        assert isinstance(body, _Body)
+        with self._error_catcher():
+            while True:
+                decoder = self._decoder
+                if decoder is not None and getattr(decoder, "has_unconsumed_tail", False):
+                    piece = b""  # urllib3 >= 2.6 caps each decoded piece at amt: the rest first
+                else:
+                    piece = body.read1(amt)
+                    self._uncached_read_occurred = True
+                    if not piece:
+                        break
+                if _DECODE_MAX_LENGTH:
+                    decoded = self._decode(piece, decode_content, False, max_length=amt)
+                else:
+                    decoded = self._decode(piece, decode_content, False)
+                if decoded:
+                    yield decoded
+            if decode_content:
+                decoded = self._flush_decoder()
+                if decoded:
+                    yield decoded
+            body.close()
 
     def release_conn(self) -> None:
         """Give the connection back: at once when the body has been read; otherwise a short unread
@@ -249,7 +368,11 @@ def _requests_error(exc: BaseException, request: Any, via_proxy: bool) -> Except
                 urllib3.exceptions.ConnectTimeoutError(None, "Connection timed out. (%s)" % exc), request=request
             )
         return rex.ReadTimeout(
-            urllib3.exceptions.ReadTimeoutError(None, url, "Read timed out. (%s)" % exc),  # type: ignore[arg-type]
+            urllib3.exceptions.ReadTimeoutError(
+                _PoolName(url or ""),  # type: ignore[arg-type]  # only printed
+                url,
+                "Read timed out. (%s)" % exc,
+            ),
             request=request,
         )
     if via_proxy and connect:
@@ -393,7 +516,7 @@ class AgentAdapter(HTTPAdapter):
                 retries = self._retry_after_error(retries, method, url, exc, request, bool(proxy))
                 body = self._rewind(request, body)
                 continue
-            raw = AgentResponse(message, method, url, retries)
+            raw = AgentResponse(message, method, url, retries, agent)
             has_retry_after = bool(raw.headers.get("Retry-After"))
             if retries is not None and retries.is_retry(method, raw.status, has_retry_after):
                 try:
