@@ -119,6 +119,10 @@ REQUEST_OPTIONS: FrozenSet[str] = (
     | TLS_OPTIONS
 )
 
+_RETRY_HINT = (
+    "retry ('idempotent', 'always' or False: a policy, not a count; a request found on a stale "
+    "keep-alive socket goes out once more on a new one)"
+)
 #: Names other clients use, and what to use here instead.
 _FOREIGN = {
     "data": "body",
@@ -138,6 +142,26 @@ _FOREIGN = {
     "keep_alive_m_secs": "keep_alive_initial_delay (seconds)",
     "agent_keep_alive_timeout_buffer": "keep_alive_timeout_buffer (seconds)",
     "stream": "nothing: a response's body is always streamed (read(size), iteration)",
+    # the peers' pool settings (reference/peers.md): per-origin cap, total cap, idle cap and limit
+    "concurrency": "max_sockets",  # geventhttpclient, FastHttpUser
+    "connections": "max_sockets",  # undici Pool
+    "limit_per_host": "max_sockets",  # aiohttp
+    "max_connections": "max_total_sockets",  # httpx (across origins)
+    "limit": "max_total_sockets",  # aiohttp
+    "max_keepalive_connections": "max_free_sockets",  # httpx
+    "keepalive_expiry": "free_socket_timeout",  # httpx
+    "keepalive_timeout": "free_socket_timeout",  # aiohttp
+    "keep_alive_timeout": "free_socket_timeout",  # undici keepAliveTimeout
+    "idle_timeout": "free_socket_timeout",
+    "socket_active_ttl": "socket_ttl",  # agentkeepalive socketActiveTTL
+    "client_ttl": "socket_ttl",  # undici
+    "max_requests_per_client": "max_requests_per_socket",  # undici
+    "connection_timeout": "connect_timeout",  # geventhttpclient
+    "network_timeout": "timeout",  # geventhttpclient
+    "body_timeout": "timeout",  # undici
+    "headers_timeout": "timeout",  # undici
+    "retries": _RETRY_HINT,  # urllib3
+    "max_retries": _RETRY_HINT,  # requests, FastHttpUser
 }
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 

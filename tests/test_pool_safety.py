@@ -103,6 +103,19 @@ def test_queued_get_reset_on_a_handed_socket_is_retried_and_says_it_was_reused(m
         ({"keepAliveMsecs": 1000}, "keep_alive_initial_delay"),
         ({"pool_maxsize": 4}, "max_sockets"),
         ({"localAddress": "127.0.0.1"}, "local_address"),
+        # the peers' names (httpx, aiohttp, undici, agentkeepalive, geventhttpclient): the
+        # spelling-nearest valid names were wrong ones (max_connections -> connect_timeout,
+        # keep_alive_timeout -> keep_alive_timeout_buffer, idle_timeout -> timeout)
+        ({"max_connections": 100}, "'max_total_sockets'"),
+        ({"limit_per_host": 10}, "'max_sockets'"),
+        ({"concurrency": 10}, "'max_sockets'"),
+        ({"max_keepalive_connections": 20}, "'max_free_sockets'"),
+        ({"keepalive_expiry": 5}, "'free_socket_timeout'"),
+        ({"keepAliveTimeout": 4}, "'free_socket_timeout'"),
+        ({"idle_timeout": 4}, "'free_socket_timeout'"),
+        ({"socketActiveTTL": 60}, "'socket_ttl'"),
+        ({"connection_timeout": 5}, "'connect_timeout'"),
+        ({"max_retries": 3}, "a policy, not a count"),
     ],
 )
 def test_unknown_agent_options_raise_naming_the_nearest(kwargs, nearest):
