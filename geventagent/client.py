@@ -43,7 +43,7 @@ from .errors import (
 )
 from .exchange import CHUNK_MAX, Exchange, Interim
 from .incoming import IncomingMessage, build_headers
-from .outgoing import NO_DEFAULT_BODY, Body, OutgoingMessage, decide_framing, prepare_body, replayable
+from .outgoing import NO_DEFAULT_BODY, Body, OutgoingMessage, caller_length, decide_framing, prepare_body, replayable
 from .socket import Socket
 
 __all__ = ["ClientRequest", "request", "get"]
@@ -433,8 +433,7 @@ class ClientRequest(OutgoingMessage):
         exchange = self._acquire()
         head = self._encode_head(None, chunked, False, exchange.socket.plain_proxy)
         exchange.keep_alive = self.should_keep_alive
-        length = self._headers.get("content-length")
-        exchange.send_head(head, chunked, None if chunked or length is None else int(str(length[1]).strip()))
+        exchange.send_head(head, chunked, None if chunked else caller_length(self._headers))
         return exchange
 
     def flush_headers(self) -> None:
@@ -569,6 +568,8 @@ class ClientRequest(OutgoingMessage):
         headers = self._headers
         if "content-length" in headers or "transfer-encoding" in headers:
             chunked, add_length = decide_framing(headers, self.method, length)  # raises before a slot is taken
+            if length is None and type(parts) is list:  # every part is here: hold them to the caller's length now
+                decide_framing(headers, self.method, sum(map(len, parts)))
         else:  # no framing header of the caller's: decide_framing's last rule, inline (hot path)
             chunked = length is None
             add_length = not chunked and (length > 0 or self.method not in NO_DEFAULT_BODY)  # type: ignore[operator]
@@ -579,7 +580,7 @@ class ClientRequest(OutgoingMessage):
         exchange.keep_alive = self.should_keep_alive
         expect = headers.get("expect")
         if expect is not None and str(expect[1]).lower() == "100-continue" and length != 0:
-            exchange.send_head(head, chunked, None, expect_continue=True)
+            exchange.send_head(head, chunked, None if chunked or length is not None else caller_length(headers), True)
             if not exchange.await_continue(self._on_interim):
                 return self._read_response(exchange)
             exchange.send_body(parts)
@@ -589,7 +590,9 @@ class ClientRequest(OutgoingMessage):
         elif isinstance(parts, (list, tuple)) and len(parts) == 1 and len(parts[0]) <= CHUNK_MAX:
             exchange.send_whole(head, parts[0], chunked)
         else:
-            exchange.send_head(head, chunked, None)
+            # an iterable's length is unknown: the caller's Content-Length, if any, is enforced as
+            # it is written (past it, the rest would reach the server as the next request)
+            exchange.send_head(head, chunked, None if chunked or length is not None else caller_length(headers))
             try:
                 exchange.send_body(parts)
                 exchange.end_body()

@@ -84,6 +84,13 @@ def _joined(value: Any) -> str:
     return ", ".join(value) if isinstance(value, list) else str(value)
 
 
+def caller_length(headers: Dict[str, Tuple[str, Any]]) -> Optional[int]:
+    """The caller's ``Content-Length`` (checked by :func:`decide_framing` first), or None: what a
+    body of unknown length (an iterable, ``write()``) must come to, enforced as it is written."""
+    cl = headers.get("content-length")
+    return None if cl is None else int(_joined(cl[1]).strip())
+
+
 class OutgoingMessage(EventEmitter):
     """The header store of an outgoing message (Node's ``OutgoingMessage``): names are matched
     case-insensitively, the case given is sent, a list value sends one line per item.

@@ -234,6 +234,39 @@ def test_a_streamed_body_is_held_to_the_callers_content_length(make_server, make
     assert [r.body for r in server.requests] == [b"abcd"]
 
 
+@pytest.mark.parametrize("kind", ["generator", "list", "expect-100"])
+def test_an_iterable_body_is_held_to_the_callers_content_length(make_server, make_agent, kind):
+    # write() was held to it; request(body=<iterable>) was not: a body past the header's length
+    # went out whole (the rest reaches a server that answers in order as the start of the next
+    # request), and a short one waited for the server until the timeout (ETIMEDOUT, 1 s here).
+    server = make_server(lambda req: Response(200, req.body))
+    agent = make_agent(keep_alive=True, max_sockets=1, timeout=3)
+    headers = {"Content-Length": "4"}
+    if kind == "expect-100":
+        headers["Expect"] = "100-continue"
+
+    def body(*parts):
+        return list(parts) if kind == "list" else (part for part in parts)
+
+    long_message, short_message = (
+        ("length of 5 byte\\(s\\) does not match", "length of 2 byte\\(s\\) does not match")
+        if kind == "list"
+        else ("exceeds the Content-Length set in the header by 1 byte", "is 2 byte\\(s\\) short of the Content-Length")
+    )
+    with pytest.raises(ContentLengthMismatch, match=long_message):
+        ga.request("POST", server.url("/"), agent=agent, body=body(b"ab", b"cde"), headers=headers)
+    started = time.monotonic()
+    with pytest.raises(ContentLengthMismatch, match=short_message) as info:
+        ga.request("POST", server.url("/"), agent=agent, body=body(b"ab"), headers=headers)
+    assert info.value.code == "ERR_HTTP_CONTENT_LENGTH_MISMATCH"
+    assert time.monotonic() - started < 2.5  # raised at the body's end (after Expect's 1 s), not by the timeout
+    assert agent.total_socket_count == 0  # a half-sent request's socket is never pooled
+    assert agent.status()["sockets_created"] == (0 if kind == "list" else 2)  # a list: nothing sent
+    res = ga.request("POST", server.url("/"), agent=agent, body=body(b"ab", b"cd"), headers=headers)
+    assert res.read() == b"abcd"
+    assert [r.body for r in server.requests] == [b"abcd"]  # the two that lied never reached a handler
+
+
 def test_get_and_delete_with_a_body_send_its_length(make_server, make_agent):
     server = make_server(lambda req: Response(200, req.body))
     agent = make_agent(keep_alive=True)
