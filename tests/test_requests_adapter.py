@@ -105,6 +105,28 @@ def test_an_unread_streamed_response_closed_never_returns_its_socket_half_read(m
     assert session.get(server.url("/")).content == big  # the next request gets a fresh connection
 
 
+def test_streamed_responses_dropped_unread_free_their_slots_at_once(make_server):
+    # requests.get(url, stream=True).status_code, the response never closed: urllib3's
+    # HTTPResponse is an io.IOBase, whose finalizer called close(), which drained the rest of the
+    # body (up to 1 s) in the greenlet that dropped it while the queue waited: with a body that
+    # takes 1.5 s, 2 sockets served 2 requests a second and the rest hit queue_timeout.
+    def slow(req):
+        req.conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+        gevent.sleep(1.5)
+        req.conn.send(b"ok")
+
+    server = make_server(slow)
+    s = requests.Session()
+    adapter = ga_requests.AgentAdapter(max_sockets=2, queue_timeout=2.0)
+    s.mount("http://", adapter)
+    statuses = spawn_all(*[lambda: s.get(server.url("/"), stream=True).status_code for _ in range(20)])
+    assert statuses == [200] * 20
+    status = adapter.agent.status()
+    assert status["queue_timeouts"] == 0 and status["close_reasons"].get("unread") == 20
+    assert (status["active"], status["queued"]) == (0, 0)
+    adapter.agent.destroy()
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 def test_content_encoding_is_decoded_and_raw_reads_can_skip_it(make_server, session, encoding):
     text = b"hello " * 1000

@@ -215,6 +215,13 @@ class AgentResponse(urllib3.HTTPResponse):
         )
         self.message = message
 
+    def __del__(self) -> None:
+        """Dropped without ``close()``: nothing here. io.IOBase's finalizer would call close(),
+        which drains an unread remainder (up to 1 s) in whichever greenlet dropped the response,
+        or in the hub, while a queued request waits for the slot; the message's own finalizer
+        instead destroys the socket of an unread body from the hub's next round, as for a dropped
+        :class:`~geventagent.IncomingMessage` (close reason ``unread``)."""
+
     def supports_chunked_reads(self) -> bool:
         """True: :meth:`read_chunked` serves every chunked body (urllib3 asks for http.client's
         ``fp``, which only its own reader has)."""
