@@ -225,6 +225,10 @@ def prepare_body(data: Body) -> Tuple[Iterable[bytes], Optional[int]]:
     read = getattr(data, "read", None)
     if callable(read):
         length = None
+        if isinstance(data, io.TextIOBase) or hasattr(data, "encoding"):
+            # a text-mode file: its size on disk is not the length of its text encoded as UTF-8
+            # (newlines translated, another encoding): unknown, so chunked unless the caller framed it
+            return _read_blocks(read), None
         try:
             fileno = data.fileno()  # type: ignore[union-attr]
             info = os.fstat(fileno)

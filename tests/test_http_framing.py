@@ -334,6 +334,27 @@ def test_request_bodies_bytes_str_file_iterable(server, make_agent):
     assert server.connections_total == 1
 
 
+@pytest.mark.parametrize(
+    "on_disk,encoding,sent",
+    [(b"a,b\r\n1,2\r\n", "utf-8", b"a,b\n1,2\n"), ("caf\xe9".encode("latin-1"), "latin-1", "caf\xe9".encode())],
+    ids=["crlf", "latin-1"],
+)
+def test_a_text_mode_file_is_sent_as_its_text_not_its_size_on_disk(
+    server, make_agent, tmp_path, on_disk, encoding, sent
+):
+    # open(path) of a CRLF file reads "\n" line ends, a latin-1 one text longer as UTF-8: the file's
+    # size on disk went out as Content-Length, so the body was short (the server waited: ETIMEDOUT)
+    # or long (its tail reached the server as the start of the next request).
+    path = tmp_path / "upload.txt"
+    path.write_bytes(on_disk)
+    agent = make_agent(keep_alive=True, timeout=2)
+    with open(path, encoding=encoding) as f:
+        assert ga.request("POST", server.url("/"), body=f, agent=agent).status_code == 200
+    assert server.requests[-1].body == sent and server.requests[-1].headers["transfer-encoding"] == "chunked"
+    assert agent.get(server.url("/next")).read() == b"Hello World"
+    assert [r.path for r in server.requests] == ["/", "/next"] and server.connections_total == 1
+
+
 def test_streaming_write_is_chunked(server, make_agent):
     req = ga.ClientRequest(server.url("/"), method="POST", agent=make_agent(keep_alive=True))
     req.write(b"one,")

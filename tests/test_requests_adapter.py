@@ -219,6 +219,26 @@ def test_raw_read_n_gives_n_bytes_unless_the_body_ends_and_read1_what_arrived(ma
     r.close()
 
 
+@pytest.mark.filterwarnings("ignore:Requests has determined the content-length")  # requests' own FileModeWarning
+def test_a_text_mode_file_goes_out_whole_though_requests_measured_its_size_on_disk(make_server, session, tmp_path):
+    # requests sets Content-Length from the file's size on disk (super_len): for a CRLF file read
+    # in text mode the body is shorter (stock requests: ReadTimeout), for a non-UTF-8 one longer
+    # (stock: the server gets a cut body). The adapter drops that length and sends it chunked.
+    server = make_server(lambda req: Response(200, req.body))
+    (tmp_path / "crlf.csv").write_bytes(b"a,b\r\n1,2\r\n")
+    (tmp_path / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with open(tmp_path / "crlf.csv") as f:
+        assert session.post(server.url("/"), data=f, timeout=2).content == b"a,b\n1,2\n"
+    with open(tmp_path / "latin.txt", encoding="latin-1") as f:
+        assert session.post(server.url("/"), data=f, timeout=2).content == "caf\xe9".encode()
+    with open(tmp_path / "crlf.csv", "rb") as f:  # a binary file keeps requests' length
+        assert session.post(server.url("/"), data=f).content == b"a,b\r\n1,2\r\n"
+    assert [r.headers.get("content-length") for r in server.requests] == [None, None, "10"]
+    # a Content-Length the body does not come to is the caller's header: InvalidHeader, never retried
+    mismatch = ga.errors.ContentLengthMismatch("Request body is 2 byte(s) short of the Content-Length")
+    assert isinstance(ga_requests._requests_error(mismatch, None, False), requests.exceptions.InvalidHeader)
+
+
 def test_errors_are_requests_with_the_geventagent_error_as_cause(make_server, session):
     server = make_server()
     port = server.port

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import http.client
 import inspect
+import io
 import os
 from typing import Any, Dict, Generator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
@@ -279,6 +280,11 @@ class AgentResponse(urllib3.HTTPResponse):
         self._original_response.close()  # type: ignore[union-attr]
 
 
+def _text_file(body: Any) -> bool:
+    """A file object whose ``read()`` gives str (opened in text mode, a ``StringIO``)."""
+    return callable(getattr(body, "read", None)) and (isinstance(body, io.TextIOBase) or hasattr(body, "encoding"))
+
+
 def _check_timeout(value: Any, name: str) -> Optional[float]:
     if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
         return value
@@ -361,8 +367,8 @@ def _requests_error(exc: BaseException, request: Any, via_proxy: bool) -> Except
         return rex.ProxyError(exc, request=request)
     if isinstance(exc, gaerr.QueueTimeout):
         return rex.ConnectTimeout(exc, request=request)
-    if isinstance(exc, (gaerr.InvalidHttpTokenError, gaerr.InvalidCharError)):
-        return rex.InvalidHeader(exc, request=request)
+    if isinstance(exc, (gaerr.InvalidHttpTokenError, gaerr.InvalidCharError, gaerr.ContentLengthMismatch)):
+        return rex.InvalidHeader(exc, request=request)  # (a Content-Length the body does not come to)
     if getattr(exc, "code", "") in ("HPE_UNEXPECTED_CONTENT_LENGTH", "HPE_INVALID_CONTENT_LENGTH"):
         return rex.InvalidHeader(exc, request=request)  # conflicting or bad Content-Length, as urllib3
     if isinstance(exc, (gaerr.UnescapedCharactersError, gaerr.InvalidProtocolError)):
@@ -513,6 +519,12 @@ class AgentAdapter(HTTPAdapter):
         if isinstance(body, str):
             body = body.encode("utf-8")
         headers = list(request.headers.items())
+        if body is not None and not isinstance(body, bytes) and _text_file(body):
+            # requests' Content-Length for a text-mode file is its size on disk (super_len), not the
+            # length of its text as sent: CRLF files came out short (the server waited; stock
+            # requests: ReadTimeout) and non-UTF-8 ones long (stock: the server got a cut body and
+            # the rest as the next request). Its length unknown, it goes out chunked.
+            headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
         retries = self.max_retries
         while True:
             try:
