@@ -40,7 +40,16 @@ _INF = math.inf
 
 #: Options of a connection (``net.connect``'s, in snake_case), on an agent or a request.
 CONNECT_OPTIONS: FrozenSet[str] = frozenset(
-    ("local_address", "family", "socket_path", "no_delay", "connect_timeout", "timeout")
+    (
+        "local_address",
+        "family",
+        "socket_path",
+        "no_delay",
+        "connect_timeout",
+        "timeout",
+        "auto_select_family",
+        "auto_select_family_attempt_timeout",
+    )
 )
 #: TLS options (Node's ``tls.connect`` / ``https.Agent`` names in snake_case), on an
 #: :class:`~geventagent.HttpsAgent` or an https request. ``honor_cipher_order``, ``dhparam`` and

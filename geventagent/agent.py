@@ -46,7 +46,7 @@ from gevent.monkey import get_original
 from . import _hub, _options, _policy
 from . import proxy as _proxy
 from ._options import AGENT_OPTIONS, is_number, validate_cap, validate_retry, validate_scheduling, validate_seconds
-from .errors import QueueFull, QueueTimeout, ThreadError, socket_hang_up
+from .errors import InvalidArgTypeError, QueueFull, QueueTimeout, ThreadError, socket_hang_up
 from .events import EventEmitter
 from .socket import STALE_AFTER_POLL, STALE_AT_WRITE, Socket, fork_generation
 
@@ -242,8 +242,11 @@ class Agent(EventEmitter):
             (read once, now; the lower-case names win). Default False, as Node's ``proxyEnv``.
         proxy_tls (Mapping | None): TLS options (``ca``, ``cert``, ``key``, ``reject_unauthorized``,
             ...) for the connection to an ``https://`` proxy.
-        local_address, family (4/6), socket_path, no_delay (default True), connect_timeout:
-            connect options (Node's ``net.connect`` options in snake_case).
+        local_address, family (4/6), socket_path, no_delay (default True), connect_timeout,
+            auto_select_family (default True), auto_select_family_attempt_timeout (seconds,
+            default 0.25): connect options (Node's ``net.connect`` options in snake_case). With
+            ``auto_select_family``, a host name's addresses are tried families alternating, each
+            attempt but the last for at most the attempt timeout (Node v20's default).
 
     Raises:
         UnknownOptionError (a ``TypeError``, ``ERR_INVALID_ARG_VALUE``): an unknown option name
@@ -307,6 +310,19 @@ class Agent(EventEmitter):
         self.keep_alive_timeout_buffer = keep_alive_timeout_buffer
         if "connect_timeout" in connect_options:
             validate_seconds("connect_timeout", connect_options["connect_timeout"])
+        if "auto_select_family_attempt_timeout" in connect_options:
+            if (
+                validate_seconds(
+                    "auto_select_family_attempt_timeout", connect_options["auto_select_family_attempt_timeout"]
+                )
+                is None
+            ):
+                del connect_options["auto_select_family_attempt_timeout"]  # None: Node's default
+        if not isinstance(connect_options.get("auto_select_family", True), bool):
+            raise InvalidArgTypeError(
+                'The "auto_select_family" argument must be of type boolean. Received type %s'
+                % type(connect_options["auto_select_family"]).__name__
+            )
         self.socket_ttl = socket_ttl  # type: ignore[assignment]  # (None -> inf)
         self.max_requests_per_socket = max_requests_per_socket  # type: ignore[assignment]  # (None -> inf)
         self.retry = retry

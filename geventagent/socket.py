@@ -49,6 +49,26 @@ def _is_ip(host: str) -> int:
 _PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
 _INF = float("inf")
 _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
+#: Node v20's ``net.getDefaultAutoSelectFamilyAttemptTimeout()`` (250 ms), in seconds.
+AUTO_SELECT_FAMILY_ATTEMPT_TIMEOUT = 0.25
+
+
+def _alternate_families(candidates: List[Tuple[int, Any]]) -> List[Tuple[int, Any]]:
+    """``[(family, sockaddr), ...]`` with the families alternating, the first address's family
+    first, each IP once (Node's ``lookupAndConnectMultiple``)."""
+    first_family = candidates[0][0]
+    same: List[Tuple[int, Any]] = []
+    other: List[Tuple[int, Any]] = []
+    seen = set()
+    for fam, addr in candidates:
+        if addr[0] not in seen:
+            seen.add(addr[0])
+            (same if fam == first_family else other).append((fam, addr))
+    ordered: List[Tuple[int, Any]] = []
+    for index in range(max(len(same), len(other))):
+        ordered.extend(group[index] for group in (same, other) if index < len(group))
+    return ordered
+
 
 #: ``Socket._check_stale``: how a socket that served a request before is checked before its
 #: next write. AFTER_POLL: taken from the pool with its idle watcher running; the corked write
@@ -384,6 +404,14 @@ class Socket(EventEmitter):
         return sock
 
     def _connect_tcp(self, host: str, port: int, limit: Optional[float]) -> Any:
+        """A connected gevent socket to ``host:port``, each of its addresses tried in turn.
+
+        Node v20's ``autoSelectFamily`` (on by default; off with ``auto_select_family=False``, a
+        ``family`` or a ``local_address``): the addresses alternate families, starting with the
+        first one's, each given once, and every attempt but the last gives up after
+        ``auto_select_family_attempt_timeout`` seconds (Node's 250 ms; at least 10 ms) for the
+        next, so an address that swallows SYNs (an AAAA record without IPv6 routing) costs that
+        much and not the whole connect. ``limit`` (seconds or None) bounds all of it."""
         opts = self.options
         family = _FAMILIES.get(opts.get("family"), 0)  # type: ignore[arg-type]
         ip_family = _is_ip(host)
@@ -394,13 +422,24 @@ class Socket(EventEmitter):
         else:
             infos = gsocket.getaddrinfo(host, port, family, _stdsocket.SOCK_STREAM)
             candidates = [(info[0], info[4]) for info in infos]
-        last: Optional[BaseException] = None
         local = opts.get("local_address")
-        for fam, addr in candidates:
+        attempt: Optional[float] = None
+        if len(candidates) > 1 and not family and not local and opts.get("auto_select_family", True):
+            candidates = _alternate_families(candidates)
+            attempt = max(0.01, opts.get("auto_select_family_attempt_timeout", AUTO_SELECT_FAMILY_ATTEMPT_TIMEOUT))
+        deadline = None if limit is None else time.monotonic() + limit
+        last: Optional[BaseException] = None
+        final = len(candidates) - 1
+        for index, (fam, addr) in enumerate(candidates):
+            timeout = limit if deadline is None else max(0.0, deadline - time.monotonic())
+            if attempt is not None and index < final and (timeout is None or attempt < timeout):
+                timeout, gives_way = attempt, True  # this attempt's own limit: then the next address
+            else:
+                gives_way = False
             sock = gsocket.socket(fam, _stdsocket.SOCK_STREAM)
             self._sock = sock
             try:
-                sock.settimeout(limit)
+                sock.settimeout(timeout)
                 if local:
                     sock.bind((local, 0))
                 sock.connect(addr)
@@ -409,7 +448,7 @@ class Socket(EventEmitter):
                 last = exc
                 sock.close()
                 self._sock = None
-                if isinstance(exc, (TimeoutError, _stdsocket.timeout)):
+                if isinstance(exc, (TimeoutError, _stdsocket.timeout)) and not gives_way:
                     raise
         raise last if last is not None else OSError("no address for %s" % host)
 

@@ -7,7 +7,9 @@ changes the shape of a test (no callbacks), the assertions Node makes are kept.
 from __future__ import annotations
 
 import os
+import socket as stdsocket
 import tempfile
+import time
 
 import gevent
 import pytest
@@ -868,3 +870,54 @@ def test_http_agent_uninitialized_with_handle(server, make_agent):
     assert req.end().read() == b"Hello World"
     assert req.socket is foreign and server.connections_total == 1
     foreign.destroy()
+
+
+# -- net.connect's autoSelectFamily (Node v20 default): a silent address gives way to the next ----
+@pytest.fixture
+def silent_and_live(make_server, monkeypatch):
+    """A host name "dual.test" whose first address (127.0.0.2) swallows SYNs (its listen backlog is
+    full, so Linux drops them: an AAAA record without IPv6 routing) and whose second (127.0.0.1,
+    same port) is an HTTP server."""
+    import geventagent.socket as gasocket
+
+    server = make_server()
+    silent = stdsocket.socket()
+    silent.bind(("127.0.0.2", server.port))
+    silent.listen(0)
+    filler = stdsocket.socket()
+    filler.setblocking(False)
+    filler.connect_ex(("127.0.0.2", server.port))  # fills the backlog: later SYNs are dropped
+    real = gasocket.gsocket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host == "dual.test":
+            return [(stdsocket.AF_INET, stdsocket.SOCK_STREAM, 6, "", (ip, port)) for ip in ("127.0.0.2", "127.0.0.1")]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(gasocket.gsocket, "getaddrinfo", getaddrinfo)
+    yield server
+    filler.close()
+    silent.close()
+
+
+def test_an_address_that_never_answers_gives_way_to_the_next_after_the_attempt_timeout(silent_and_live, make_agent):
+    # Before: the first address took the whole connect_timeout and the request failed (ETIMEDOUT);
+    # Node v20 (autoSelectFamily, 250 ms attempts) reaches the second address.
+    url = "http://dual.test:%d/" % silent_and_live.port
+    agent = make_agent(keep_alive=True, connect_timeout=3)
+    started = time.monotonic()
+    assert agent.get(url).read() == b"Hello World"  # (the silent address never answers)
+    assert 0.2 < time.monotonic() - started < 2  # ~0.25 s on the silent address, then the live one
+    fast = make_agent(connect_timeout=3, auto_select_family_attempt_timeout=0.05)
+    started = time.monotonic()
+    assert fast.get(url).read() == b"Hello World" and time.monotonic() - started < 1
+    off = make_agent(connect_timeout=0.5, auto_select_family=False)  # as before: the first address only
+    with pytest.raises(ga.errors.RequestTimeout) as info:
+        off.get(url)
+    assert (info.value.code, info.value.syscall) == ("ETIMEDOUT", "connect")
+    # the connect limit still bounds every attempt together: 0.1 s, under the 0.25 s attempt timeout
+    limited = make_agent(connect_timeout=0.1)
+    started = time.monotonic()
+    with pytest.raises(ga.errors.RequestTimeout):
+        limited.get(url)
+    assert time.monotonic() - started < 1
