@@ -23,6 +23,7 @@ README's locust section.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import http.client
 import importlib
@@ -218,6 +219,20 @@ class AgentResponse:
                 self._decode = _decoder(coding)
 
     # -- the body ---------------------------------------------------------------------------------
+    def _arrived(self) -> Iterator[bytes]:
+        """The (decoded) body as it arrives: what is buffered, then each piece as the socket
+        delivers it."""
+        if self._buffer:
+            data, self._buffer = self._buffer, b""
+            yield data
+        message = self._message
+        if message is None or self._read:
+            return
+        for raw in message:
+            data = self._decode(raw) if self._decode else raw
+            if data:
+                yield data
+
     def _chunk(self, size: int) -> bytes:
         """Up to ``size`` decoded bytes; b"" at the end."""
         message = self._message
@@ -726,15 +741,21 @@ class AgentSession:
         return self.request("OPTIONS", url, **kwargs)
 
     def iter_lines(self, url: str, method: str = "GET", **kwargs: Any) -> Generator[str, None, None]:
-        """Stream the response and yield its lines (str, without the newline), as FastHttpSession."""
+        """Stream the response and yield its lines (str, UTF-8, without the newline), as
+        FastHttpSession; each line as soon as it has arrived (FastHttpSession reads 1 KiB at a
+        time, so a stream of short events, an LLM's tokens, comes out a kilobyte late), and a
+        character split between two reads is decoded whole (FastHttpSession decodes each read
+        alone: U+FFFD in its place)."""
         response = self.request(method, url, stream=True, **kwargs)
         response.raise_for_status()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         buffer = ""
-        for chunk in response.iter_content(chunk_size=1024, decode_content=True):
-            buffer += chunk.decode("utf-8", errors="replace") if isinstance(chunk, bytes) else chunk
+        for piece in response._arrived():
+            buffer += decoder.decode(piece)
             while "\n" in buffer:
                 line, buffer = buffer.split("\n", 1)
                 yield line
+        buffer += decoder.decode(b"", final=True)
         if buffer:
             yield buffer
 

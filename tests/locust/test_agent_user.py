@@ -519,6 +519,43 @@ def test_stream_true_reads_lines_and_iter_lines(server, environment, events_log)
     assert list(s.iter_lines("/streaming/3")) == ["<span>%d</span>" % i for i in range(3)]
 
 
+def test_iter_lines_yields_each_line_as_it_arrives_and_characters_split_between_reads_whole(environment):
+    # An LLM's token stream, or server-sent events: short lines, each written when ready.
+    # iter_lines read 1 KiB at a time (as FastHttpSession does), so no line came out before the
+    # body had 1 KiB or ended; and it decoded each read alone, so a character split between two
+    # writes came out as two U+FFFD. The server writes its second line only once the client has
+    # the first (or after 3 s); "é" is split between two writes.
+    import socket
+
+    import gevent.event
+
+    from geventagent.testing import HttpTestServer
+
+    asked = gevent.event.Event()
+
+    def handler(req):
+        req.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        req.conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        req.conn.send(b"8\r\ndata: 1\n\r\n")
+        second = b"data: 2\n" if asked.wait(3) else b"late\n"
+        req.conn.send(b"%x\r\n%s\r\n" % (len(second), second))
+        gevent.sleep(0.05)
+        word = "caf\u00e9\n".encode()
+        req.conn.send(b"%x\r\n%s\r\n" % (len(word) - 2, word[:-2]))  # ... up to the first byte of "é"
+        gevent.sleep(0.05)
+        req.conn.send(b"2\r\n%s\r\n0\r\n\r\n" % word[-2:])
+
+    server = HttpTestServer(handler).start()
+    try:
+        s = AgentSession("http://127.0.0.1:%d" % server.port, environment.events.request, user=None)
+        lines = s.iter_lines("/stream")
+        assert next(lines) == "data: 1"
+        asked.set()
+        assert list(lines) == ["data: 2", "caf\u00e9"]
+    finally:
+        server.stop()
+
+
 def test_with_block_needs_catch_response(server, environment):
     s = fast_session(environment, server)
     with pytest.raises(LocustError):
