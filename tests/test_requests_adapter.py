@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import socket
+import time
 import zlib
 
 import gevent
@@ -189,6 +190,25 @@ def test_a_chunked_body_streams_to_iter_content_and_iter_lines_as_it_arrives(mak
         asked.set()
         assert list(lines) == [b"event two"]
     assert session.adapters["http://"].agent.status()["free"] == 1  # each ended cleanly: pooled
+
+
+def test_a_break_out_of_a_chunked_stream_closes_it_at_once(make_server, session):
+    # for chunk in r.iter_content(None): break -- the generator's close reached urllib3, which
+    # closed the body, and ours drained it: on a stream that goes on, the break took the whole
+    # drain limit (1 s), where urllib3 over http.client closes the connection at once.
+    def endless(req):
+        req.conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        gevent.sleep(3)
+
+    server = make_server(endless)
+    r = session.get(server.url("/"), stream=True)
+    started = time.monotonic()
+    for piece in r.iter_content(None):
+        assert piece == b"first"
+        break
+    assert time.monotonic() - started < 0.5
+    status = session.adapters["http://"].agent.status()
+    assert status["close_reasons"] == {"destroyed": 1} and status["active"] == 0
 
 
 def test_raw_read_n_gives_n_bytes_unless_the_body_ends_and_read1_what_arrived(make_server, session):

@@ -147,6 +147,12 @@ class _Body:
             self._closed = True
             self.message.close()
 
+    def abandon(self) -> None:
+        """Closed without the drain: an unread remainder closes the connection."""
+        if not self._closed:
+            self._closed = True
+            self.message.destroy()
+
 
 class _PoolKeys:
     """``adapter.poolmanager``: what urllib3's shows of its pools, the distinct connection settings
@@ -253,26 +259,35 @@ class AgentResponse(urllib3.HTTPResponse):
         body = self._fp
         assert isinstance(body, _Body)
         with self._error_catcher():
-            while True:
-                decoder = self._decoder
-                if decoder is not None and getattr(decoder, "has_unconsumed_tail", False):
-                    piece = b""  # urllib3 >= 2.6 caps each decoded piece at amt: the rest first
-                else:
-                    piece = body.read1(amt)
-                    self._uncached_read_occurred = True
-                    if not piece:
-                        break
-                if _DECODE_MAX_LENGTH:
-                    decoded = self._decode(piece, decode_content, False, max_length=amt)
-                else:
-                    decoded = self._decode(piece, decode_content, False)
-                if decoded:
-                    yield decoded
-            if decode_content:
-                decoded = self._flush_decoder()
-                if decoded:
-                    yield decoded
+            try:
+                yield from self._chunked_pieces(body, amt, decode_content)
+            except GeneratorExit:  # the caller stopped (a break out of iter_content): close, no drain
+                body.abandon()  # (urllib3 then closes the body: a drain of a stream would block here)
+                raise
             body.close()
+
+    def _chunked_pieces(
+        self, body: "_Body", amt: Optional[int], decode_content: Optional[bool]
+    ) -> Generator[bytes, None, None]:
+        while True:
+            decoder = self._decoder
+            if decoder is not None and getattr(decoder, "has_unconsumed_tail", False):
+                piece = b""  # urllib3 >= 2.6 caps each decoded piece at amt: the rest first
+            else:
+                piece = body.read1(amt)
+                self._uncached_read_occurred = True
+                if not piece:
+                    break
+            if _DECODE_MAX_LENGTH:
+                decoded = self._decode(piece, decode_content, False, max_length=amt)
+            else:
+                decoded = self._decode(piece, decode_content, False)
+            if decoded:
+                yield decoded
+        if decode_content:
+            decoded = self._flush_decoder()
+            if decoded:
+                yield decoded
 
     def release_conn(self) -> None:
         """Give the connection back: at once when the body has been read; otherwise a short unread
