@@ -311,13 +311,9 @@ class Agent(EventEmitter):
         if "connect_timeout" in connect_options:
             validate_seconds("connect_timeout", connect_options["connect_timeout"])
         if "auto_select_family_attempt_timeout" in connect_options:
-            if (
-                validate_seconds(
-                    "auto_select_family_attempt_timeout", connect_options["auto_select_family_attempt_timeout"]
-                )
-                is None
-            ):
-                del connect_options["auto_select_family_attempt_timeout"]  # None: Node's default
+            validate_seconds(
+                "auto_select_family_attempt_timeout", connect_options["auto_select_family_attempt_timeout"]
+            )
         if not isinstance(connect_options.get("auto_select_family", True), bool):
             raise InvalidArgTypeError(
                 'The "auto_select_family" argument must be of type boolean. Received type %s'

@@ -68,6 +68,22 @@ def _host_header(host: str, port: int, default_port: int) -> Tuple[str, str]:
     return ("Host", value)
 
 
+_CHECKED_CONNECT_OPTIONS = frozenset(("connect_timeout", "auto_select_family", "auto_select_family_attempt_timeout"))
+
+
+def _check_connect_options(conn: Dict[str, Any]) -> None:
+    """A request's own connect limits, checked before anything is sent (an agent's are checked
+    when it is made): a bad one failed later, in the connect, as a TypeError or not at all."""
+    for name in ("connect_timeout", "auto_select_family_attempt_timeout"):
+        if name in conn:
+            validate_seconds(name, conn[name])
+    if not isinstance(conn.get("auto_select_family", True), bool):
+        raise InvalidArgTypeError(
+            'The "auto_select_family" argument must be of type boolean. Received type %s'
+            % type(conn["auto_select_family"]).__name__
+        )
+
+
 _NOT_CONNECT_OPTIONS = frozenset(
     (
         "headers",
@@ -335,6 +351,8 @@ class ClientRequest(OutgoingMessage):
             conn = {key: value for key, value in opts.items() if key not in _NOT_CONNECT_OPTIONS}
             conn["host"] = host
             conn["port"] = port
+            if not conn.keys().isdisjoint(_CHECKED_CONNECT_OPTIONS):
+                _check_connect_options(conn)
             if protocol == "https:" and not conn.keys().isdisjoint(_options.TLS_OPTIONS):
                 _options.validate_tls_options(conn, whole=False)
         self._connect_options = conn

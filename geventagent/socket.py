@@ -426,7 +426,8 @@ class Socket(EventEmitter):
         attempt: Optional[float] = None
         if len(candidates) > 1 and not family and not local and opts.get("auto_select_family", True):
             candidates = _alternate_families(candidates)
-            attempt = max(0.01, opts.get("auto_select_family_attempt_timeout", AUTO_SELECT_FAMILY_ATTEMPT_TIMEOUT))
+            given = opts.get("auto_select_family_attempt_timeout")
+            attempt = max(0.01, AUTO_SELECT_FAMILY_ATTEMPT_TIMEOUT if given is None else given)  # None: Node's
         deadline = None if limit is None else time.monotonic() + limit
         last: Optional[BaseException] = None
         final = len(candidates) - 1

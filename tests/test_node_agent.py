@@ -915,6 +915,18 @@ def test_an_address_that_never_answers_gives_way_to_the_next_after_the_attempt_t
     with pytest.raises(ga.errors.RequestTimeout) as info:
         off.get(url)
     assert (info.value.code, info.value.syscall) == ("ETIMEDOUT", "connect")
+    assert agent.get(url, auto_select_family_attempt_timeout=None).read() == b"Hello World"  # None: 0.25 s
+    # a request's own values are checked before anything is sent (they failed in the connect, as a
+    # TypeError wrapped in a NetworkError, or were taken as true)
+    for bad, error in (
+        ({"connect_timeout": "1"}, ga.errors.InvalidArgTypeError),
+        ({"auto_select_family_attempt_timeout": -1}, ga.errors.OutOfRangeError),
+        ({"auto_select_family": "no"}, ga.errors.InvalidArgTypeError),
+    ):
+        with pytest.raises(error):
+            agent.get(url, **bad)
+    with pytest.raises(ga.errors.InvalidArgTypeError):
+        make_agent(auto_select_family=1)
     # the connect limit still bounds every attempt together: 0.1 s, under the 0.25 s attempt timeout
     limited = make_agent(connect_timeout=0.1)
     started = time.monotonic()
