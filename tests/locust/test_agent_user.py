@@ -659,3 +659,30 @@ def test_proxy_host_and_port_send_through_the_proxy(environment):
         assert s.get("/y").text == "http://origin.invalid/y"
     finally:
         proxy.stop()
+
+
+def test_httpuser_sessions_with_the_requests_adapter_mounted_share_one_capped_pool(server, environment, events_log):
+    # locust's HttpUser mounts its own adapter on each user's session (install() does not reach
+    # it): the README's recipe mounts one AgentAdapter on every user's session instead.
+    from locust.clients import HttpSession
+
+    from geventagent.contrib.requests import AgentAdapter
+
+    shared = AgentAdapter(max_sockets=3)
+
+    def user():
+        s = HttpSession("http://127.0.0.1:%d" % server.port, environment.events.request, user=None)
+        s.mount("http://", shared)
+        for _ in range(5):
+            with s.get("/fast", catch_response=True) as r:
+                if r.text != "This is a fast response":
+                    r.failure("wrong body")
+
+    pool = Pool()
+    for _ in range(20):
+        pool.spawn(user)
+    pool.join(timeout=30)
+    assert len(events_log) == 100 and not any(e["exception"] for e in events_log)
+    assert {e["response_length"] for e in events_log} == {len("This is a fast response")}
+    assert server.connections_peak <= 3 and shared.agent.status()["requests"] == 100  # all through the agent
+    shared.agent.destroy()
