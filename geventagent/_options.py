@@ -13,7 +13,7 @@ import functools
 import math
 import os
 import re
-from typing import Any, Dict, FrozenSet, Iterable, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 from .errors import InvalidArgTypeError, InvalidArgValueError, OutOfRangeError, SocketBadPortError, UnknownOptionError
@@ -30,6 +30,7 @@ __all__ = [
     "validate_retry",
     "validate_scheduling",
     "validate_port",
+    "validate_connect_options",
     "validate_tls_options",
     "is_pem_content",
     "parse_url",
@@ -329,6 +330,31 @@ def validate_seconds(name: str, value: Any, allow_inf: bool = False) -> Optional
             'The value of "%s" is out of range. It must be a non-negative finite number. Received %r' % (name, value)
         )
     return float(value)
+
+
+#: The connect options with values to check (the rest are passed on as given).
+CHECKED_CONNECT_OPTIONS: FrozenSet[str] = frozenset(
+    ("connect_timeout", "auto_select_family", "auto_select_family_attempt_timeout")
+)
+
+
+def validate_connect_options(options: Mapping[str, Any]) -> None:
+    """Check an agent's or a request's connect limits before anything is sent (a bad one would
+    fail later, in the connect, as a TypeError, or not at all).
+
+    Raises:
+        InvalidArgTypeError / OutOfRangeError: ``connect_timeout`` or
+            ``auto_select_family_attempt_timeout`` not None or seconds >= 0;
+            ``auto_select_family`` not a bool.
+    """
+    for name in ("connect_timeout", "auto_select_family_attempt_timeout"):
+        if name in options:
+            validate_seconds(name, options[name])
+    if not isinstance(options.get("auto_select_family", True), bool):
+        raise InvalidArgTypeError(
+            'The "auto_select_family" argument must be of type boolean. Received type %s'
+            % type(options["auto_select_family"]).__name__
+        )
 
 
 def validate_port(value: Any, name: str = "options.port") -> int:

@@ -46,7 +46,7 @@ from gevent.monkey import get_original
 from . import _hub, _options, _policy
 from . import proxy as _proxy
 from ._options import AGENT_OPTIONS, is_number, validate_cap, validate_retry, validate_scheduling, validate_seconds
-from .errors import InvalidArgTypeError, QueueFull, QueueTimeout, ThreadError, socket_hang_up
+from .errors import QueueFull, QueueTimeout, ThreadError, socket_hang_up
 from .events import EventEmitter
 from .socket import STALE_AFTER_POLL, STALE_AT_WRITE, Socket, fork_generation
 
@@ -308,17 +308,7 @@ class Agent(EventEmitter):
         self.keep_alive_initial_delay = keep_alive_initial_delay
         self.free_socket_timeout = free_socket_timeout  # type: ignore[assignment]  # (None -> inf)
         self.keep_alive_timeout_buffer = keep_alive_timeout_buffer
-        if "connect_timeout" in connect_options:
-            validate_seconds("connect_timeout", connect_options["connect_timeout"])
-        if "auto_select_family_attempt_timeout" in connect_options:
-            validate_seconds(
-                "auto_select_family_attempt_timeout", connect_options["auto_select_family_attempt_timeout"]
-            )
-        if not isinstance(connect_options.get("auto_select_family", True), bool):
-            raise InvalidArgTypeError(
-                'The "auto_select_family" argument must be of type boolean. Received type %s'
-                % type(connect_options["auto_select_family"]).__name__
-            )
+        _options.validate_connect_options(connect_options)
         self.socket_ttl = socket_ttl  # type: ignore[assignment]  # (None -> inf)
         self.max_requests_per_socket = max_requests_per_socket  # type: ignore[assignment]  # (None -> inf)
         self.retry = retry

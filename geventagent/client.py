@@ -43,7 +43,7 @@ from .errors import (
 )
 from .exchange import CHUNK_MAX, Exchange, Interim
 from .incoming import IncomingMessage, build_headers
-from .outgoing import NO_DEFAULT_BODY, Body, OutgoingMessage, caller_length, decide_framing, prepare_body, replayable
+from .outgoing import NO_DEFAULT_BODY, Body, OutgoingMessage, body_limit, decide_framing, prepare_body, replayable
 from .socket import Socket
 
 __all__ = ["ClientRequest", "request", "get"]
@@ -66,22 +66,6 @@ def _host_header(host: str, port: int, default_port: int) -> Tuple[str, str]:
     if _INVALID_HOST_CHARS.search(value):
         raise InvalidCharError('Invalid character in header content ["Host"]: %r' % (host,))
     return ("Host", value)
-
-
-_CHECKED_CONNECT_OPTIONS = frozenset(("connect_timeout", "auto_select_family", "auto_select_family_attempt_timeout"))
-
-
-def _check_connect_options(conn: Dict[str, Any]) -> None:
-    """A request's own connect limits, checked before anything is sent (an agent's are checked
-    when it is made): a bad one failed later, in the connect, as a TypeError or not at all."""
-    for name in ("connect_timeout", "auto_select_family_attempt_timeout"):
-        if name in conn:
-            validate_seconds(name, conn[name])
-    if not isinstance(conn.get("auto_select_family", True), bool):
-        raise InvalidArgTypeError(
-            'The "auto_select_family" argument must be of type boolean. Received type %s'
-            % type(conn["auto_select_family"]).__name__
-        )
 
 
 _NOT_CONNECT_OPTIONS = frozenset(
@@ -351,8 +335,8 @@ class ClientRequest(OutgoingMessage):
             conn = {key: value for key, value in opts.items() if key not in _NOT_CONNECT_OPTIONS}
             conn["host"] = host
             conn["port"] = port
-            if not conn.keys().isdisjoint(_CHECKED_CONNECT_OPTIONS):
-                _check_connect_options(conn)
+            if not conn.keys().isdisjoint(_options.CHECKED_CONNECT_OPTIONS):
+                _options.validate_connect_options(conn)  # (an agent's are checked when it is made)
             if protocol == "https:" and not conn.keys().isdisjoint(_options.TLS_OPTIONS):
                 _options.validate_tls_options(conn, whole=False)
         self._connect_options = conn
@@ -451,7 +435,7 @@ class ClientRequest(OutgoingMessage):
         exchange = self._acquire()
         head = self._encode_head(None, chunked, False, exchange.socket.plain_proxy)
         exchange.keep_alive = self.should_keep_alive
-        exchange.send_head(head, chunked, None if chunked else caller_length(self._headers))
+        exchange.send_head(head, chunked, body_limit(self._headers, chunked, None))
         return exchange
 
     def flush_headers(self) -> None:
@@ -598,7 +582,7 @@ class ClientRequest(OutgoingMessage):
         exchange.keep_alive = self.should_keep_alive
         expect = headers.get("expect")
         if expect is not None and str(expect[1]).lower() == "100-continue" and length != 0:
-            exchange.send_head(head, chunked, None if chunked or length is not None else caller_length(headers), True)
+            exchange.send_head(head, chunked, body_limit(headers, chunked, length), True)
             if not exchange.await_continue(self._on_interim):
                 return self._read_response(exchange)
             exchange.send_body(parts)
@@ -610,7 +594,7 @@ class ClientRequest(OutgoingMessage):
         else:
             # an iterable's length is unknown: the caller's Content-Length, if any, is enforced as
             # it is written (past it, the rest would reach the server as the next request)
-            exchange.send_head(head, chunked, None if chunked or length is not None else caller_length(headers))
+            exchange.send_head(head, chunked, body_limit(headers, chunked, length))
             try:
                 exchange.send_body(parts)
                 exchange.end_body()

@@ -84,11 +84,20 @@ def _joined(value: Any) -> str:
     return ", ".join(value) if isinstance(value, list) else str(value)
 
 
-def caller_length(headers: Dict[str, Tuple[str, Any]]) -> Optional[int]:
-    """The caller's ``Content-Length`` (checked by :func:`decide_framing` first), or None: what a
-    body of unknown length (an iterable, ``write()``) must come to, enforced as it is written."""
+def body_limit(headers: Dict[str, Tuple[str, Any]], chunked: bool, length: Optional[int]) -> Optional[int]:
+    """What a body must come to, enforced as it is written: the caller's ``Content-Length``
+    (checked by :func:`decide_framing` first) when the body's own length is unknown (an iterable,
+    ``write()``) and it is not chunked; else None."""
+    if chunked or length is not None:
+        return None
     cl = headers.get("content-length")
     return None if cl is None else int(_joined(cl[1]).strip())
+
+
+def is_text_file(data: Any) -> bool:
+    """A file object whose ``read()`` gives str (opened in text mode, a ``StringIO``): its size on
+    disk is not the length of its text as sent (newlines translated, another encoding than UTF-8)."""
+    return isinstance(data, io.TextIOBase) or (hasattr(data, "encoding") and callable(getattr(data, "read", None)))
 
 
 class OutgoingMessage(EventEmitter):
@@ -225,9 +234,7 @@ def prepare_body(data: Body) -> Tuple[Iterable[bytes], Optional[int]]:
     read = getattr(data, "read", None)
     if callable(read):
         length = None
-        if isinstance(data, io.TextIOBase) or hasattr(data, "encoding"):
-            # a text-mode file: its size on disk is not the length of its text encoded as UTF-8
-            # (newlines translated, another encoding): unknown, so chunked unless the caller framed it
+        if is_text_file(data):  # its length as sent is unknown: chunked unless the caller framed it
             return _read_blocks(read), None
         try:
             fileno = data.fileno()  # type: ignore[union-attr]

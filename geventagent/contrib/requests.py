@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import http.client
 import inspect
-import io
 import os
 from typing import Any, Dict, Generator, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
@@ -62,6 +61,7 @@ from urllib3.util.retry import Retry
 import geventagent as ga
 
 from .. import errors as gaerr
+from ..outgoing import is_text_file
 from ..tls import TlsError
 
 __all__ = ["AgentAdapter", "AgentResponse", "install", "uninstall", "installed"]
@@ -99,7 +99,7 @@ class _Body:
         message = self.message
         try:
             data = message.read(amt)
-            if amt is None or len(data) >= amt or not data or amt < 0:
+            if amt is None or len(data) >= amt or not data:  # (amt < 0: all of it already)
                 return data
             parts = [data]  # a piece of what was asked has arrived: wait for the rest
             need = amt - len(data)
@@ -293,11 +293,6 @@ class AgentResponse(urllib3.HTTPResponse):
         """Give the connection back: at once when the body has been read; otherwise a short unread
         remainder (64 KiB, 1 s) is drained, or the connection closed (never pooled half-read)."""
         self._original_response.close()  # type: ignore[union-attr]
-
-
-def _text_file(body: Any) -> bool:
-    """A file object whose ``read()`` gives str (opened in text mode, a ``StringIO``)."""
-    return callable(getattr(body, "read", None)) and (isinstance(body, io.TextIOBase) or hasattr(body, "encoding"))
 
 
 def _check_timeout(value: Any, name: str) -> Optional[float]:
@@ -534,7 +529,7 @@ class AgentAdapter(HTTPAdapter):
         if isinstance(body, str):
             body = body.encode("utf-8")
         headers = list(request.headers.items())
-        if body is not None and not isinstance(body, bytes) and _text_file(body):
+        if body is not None and not isinstance(body, bytes) and is_text_file(body):
             # requests' Content-Length for a text-mode file is its size on disk (super_len), not the
             # length of its text as sent: CRLF files came out short (the server waited; stock
             # requests: ReadTimeout) and non-UTF-8 ones long (stock: the server got a cut body and
