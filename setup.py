@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=["geventagent", "geventagent.*"]),
     package_data={"geventagent": ["py.typed"]},
     python_requires=">=3.8",
-    install_requires=["gevent>=22.10", "greenlet>=2.0", "httptools>=0.6", "certifi"],
+    install_requires=["gevent>=22.10", "greenlet>=2.0", "httptools>=0.6", "certifi", "idna>=3"],
     extras_require={
         "test": [
             "pytest>=7",

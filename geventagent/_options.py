@@ -14,7 +14,7 @@ import math
 import os
 import re
 from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .errors import InvalidArgTypeError, InvalidArgValueError, OutOfRangeError, SocketBadPortError, UnknownOptionError
 
@@ -448,21 +448,71 @@ Template = Tuple[str, str, Optional[int], str, Optional[str]]
 _TEMPLATES: Dict[str, Template] = {}
 
 
+# What a URL string's path and query keep as they are (WHATWG URL, as Node v20's parser applies
+# it): printable ASCII but for the percent-encode sets; anything else (space, controls, non-ASCII as
+# UTF-8) is percent-encoded. An escape already there ("%C3%A9", or a stray "%zz") is left alone.
+_PRINTABLE = "".join(map(chr, range(0x21, 0x7F)))
+_PATH_SAFE = "".join(c for c in _PRINTABLE if c not in '"#<>?`{}')
+_QUERY_SAFE = "".join(c for c in _PRINTABLE if c not in "\"#<>'")
+_NEEDS_QUOTING = re.compile(r"[^!$-;=@-_a-z|~]|['\\`{}]")  # outside either safe set, or a backslash
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# WHATWG's forbidden host code points ("%" aside, which Node decodes first; ":" is an IPv6 literal's)
+_FORBIDDEN_HOST = re.compile(r"[\x00-\x20\x7f#/<>?@\[\\\]^|]")
+
+
+def _quote(part: str, safe: str) -> str:
+    # (a lone surrogate becomes U+FFFD first, as in a USVString)
+    return quote(_SURROGATE.sub("\ufffd", part), safe=safe)
+
+
+def _ascii_hostname(hostname: str, url: str) -> str:
+    """A host name as it goes on the wire and to the resolver: as given when ASCII, else
+    UTS #46-mapped and Punycode-encoded per label (``bücher.example`` ->
+    ``xn--bcher-kva.example``, ``faß.de`` -> ``xn--fa-hia.de``: WHATWG's nontransitional
+    processing, as Node's ``new URL()``). ASCII labels keep what IDNA 2008 would refuse
+    (``my_service``), as Node's do."""
+    if hostname.isascii():
+        if _FORBIDDEN_HOST.search(hostname):
+            raise InvalidArgValueError("Invalid URL: %r" % (url,), code="ERR_INVALID_URL")
+        return hostname
+    import idna  # (only for a non-ASCII host: most processes never import it)
+
+    def label_to_ascii(label: str) -> str:
+        if label.isascii():
+            return label
+        try:
+            return idna.alabel(label).decode("ascii")
+        except idna.InvalidCodepoint:
+            # a symbol UTS #46 keeps and IDNA 2008 refuses ("☃.net"): Node encodes it
+            return "xn--" + label.encode("punycode").decode("ascii")
+
+    try:
+        mapped = idna.uts46_remap(hostname, std3_rules=False, transitional=False)
+        return ".".join(map(label_to_ascii, mapped.split(".")))
+    except (idna.IDNAError, UnicodeError) as exc:  # a disallowed code point, a bad joiner or bidi label
+        raise InvalidArgValueError("Invalid URL: %r (host: %s)" % (url, exc), code="ERR_INVALID_URL") from exc
+
+
 @functools.lru_cache(maxsize=2048)
 def _parse_url(url: str) -> Dict[str, Any]:
     parts = urlsplit(url)
     if not parts.scheme or not parts.netloc:
         raise InvalidArgValueError("Invalid URL: %r" % (url,), code="ERR_INVALID_URL")
-    opts: Dict[str, Any] = {"protocol": parts.scheme.lower() + ":", "hostname": parts.hostname or "localhost"}
+    hostname = _ascii_hostname(parts.hostname or "localhost", url)
+    opts: Dict[str, Any] = {"protocol": parts.scheme.lower() + ":", "hostname": hostname}
     try:
         port = parts.port
     except ValueError as exc:
         raise InvalidArgValueError("Invalid URL: %r" % (url,), code="ERR_INVALID_URL") from exc
     if port:
         opts["port"] = port
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
+    path, query = parts.path or "/", parts.query
+    if _NEEDS_QUOTING.search(path):
+        # http(s) URLs are "special": a backslash in the path is a slash (WHATWG; Node sends
+        # "/a/b" for "http://h/a\\b")
+        path = _quote(path.replace("\\", "/"), _PATH_SAFE)
+    if query:
+        path += "?" + (_quote(query, _QUERY_SAFE) if _NEEDS_QUOTING.search(query) else query)
     opts["path"] = path
     if parts.username is not None:
         auth = unquote(parts.username)

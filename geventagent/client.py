@@ -117,7 +117,10 @@ class ClientRequest(OutgoingMessage):
             ``hostname``, ``host``, ``port``, ``path``, ``method``, ``headers``, ``agent``,
             ``socket_path``, ``local_address``, ``family``, ``auth``, ``timeout``, ``set_host``,
             ``default_port``, ``max_header_size``, ``retry``, ``queue_timeout``, TLS options);
-            keyword arguments override it.
+            keyword arguments override it. A URL string is encoded as Node's ``new URL()`` does
+            (WHATWG): its path and query percent-encoded (space, ``"<>`{}`` and non-ASCII as
+            UTF-8; ``'`` in the query; escapes already there kept), a non-ASCII host name in
+            Punycode (UTS #46). The ``path`` option is sent as given and must be escaped already.
         method (str): default ``"GET"``; upper-cased; must be an HTTP token.
         headers (Mapping | list of pairs | None): request headers; validated here.
         agent (Agent | False | None): None = the global agent for the scheme (read at call time);
@@ -132,7 +135,10 @@ class ClientRequest(OutgoingMessage):
         SocketBadPortError (``ERR_SOCKET_BAD_PORT``): a port that is not 0-65535.
         InvalidProtocolError (``ERR_INVALID_PROTOCOL``): a scheme the agent does not serve.
         InvalidHttpTokenError / InvalidCharError: bad method or header.
-        UnescapedCharactersError: a path with spaces or control characters.
+        UnescapedCharactersError: a ``path`` option with spaces, control characters or characters
+            past U+00FF (Node's ``ERR_UNESCAPED_CHARACTERS``).
+        InvalidArgValueError (``ERR_INVALID_URL``): a URL with no scheme or host, a bad port, or a
+            host name Node's URL parser refuses (a space, ``<>^|``, a bad IDNA label).
 
     Events, in Node's order: ``'socket'``, ``'information'``, ``'continue'``, ``'finish'``,
     ``'response'``, ``'upgrade'``, ``'connect'``, ``'timeout'``, ``'error'``, ``'close'``.

@@ -259,6 +259,16 @@ def test_a_text_mode_file_goes_out_whole_though_requests_measured_its_size_on_di
     assert isinstance(ga_requests._requests_error(mismatch, None, False), requests.exceptions.InvalidHeader)
 
 
+def test_the_request_target_goes_out_as_requests_prepared_it(make_server, session):
+    # requests quotes a URL its own way; ga.request() of a URL string encodes the WHATWG way (as
+    # Node), which differs on a query's "'": the adapter sent "%27" where stock requests sends "'".
+    server = make_server(lambda req: Response(200, b"ok"))
+    for tail in ("/caf\u00e9 x'?q=it's a\u00e9\"b{}|\\", "/a'b?c=d", "/?q='", "/b\u00fccher?x=1&y=%27"):
+        url = server.url(tail)
+        assert session.get(url).content == b"ok"
+        assert server.requests[-1].path == requests.Request("GET", url).prepare().path_url, tail
+
+
 def test_errors_are_requests_with_the_geventagent_error_as_cause(make_server, session):
     server = make_server()
     port = server.port

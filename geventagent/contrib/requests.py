@@ -509,6 +509,10 @@ class AgentAdapter(HTTPAdapter):
         connect_timeout, read_timeout = _timeouts(timeout)
         agent: ga.Agent = self.https_agent if scheme == "https" else self.agent
         options: Dict[str, Any] = {}
+        if "'" in parts.query:
+            # requests' quoting leaves a query's "'" as it is, which a URL string's would not be
+            # (ga.request() percent-encodes it, as Node's WHATWG URL does): the path as prepared
+            options["path"] = "%s?%s" % (parts.path or "/", parts.query)
         if scheme == "https":
             options.update(_tls_options(agent, verify, cert))
         if connect_timeout is not None:
