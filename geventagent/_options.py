@@ -172,6 +172,19 @@ _FOREIGN = {
     "headers_timeout": "timeout",  # undici
     "retries": _RETRY_HINT,  # urllib3
     "max_retries": _RETRY_HINT,  # requests, FastHttpUser
+    "cookies": "nothing: send a Cookie header, headers={'Cookie': 'a=1; b=2'}",
+    # Node's own request options that have no counterpart here, each with what to do instead
+    # (a near spelling would mislead: localPort is not default_port, signal is not sigalgs)
+    "create_connection": "nothing: subclass Agent and override its create_connection(options, callback)",
+    "lookup": "nothing: names resolve through gevent's resolver (GEVENT_RESOLVER); an IP address skips it",
+    "hints": "nothing: names resolve through gevent's resolver (GEVENT_RESOLVER); family= picks the family",
+    "local_port": "nothing: local_address= binds the address; the kernel picks the port",
+    "signal": "nothing: to abort, call req.destroy() or wrap the call in gevent.Timeout(seconds)",
+    "insecure_http_parser": "nothing: responses are always parsed strictly (llhttp, as Node's default)",
+    "insecure_httpparser": "nothing: responses are always parsed strictly (llhttp, as Node's default)",
+    "join_duplicate_headers": "nothing: res.raw_headers has every value of every header as received",
+    "unique_headers": "nothing: a header given once (a str, not a list) goes out as one line",
+    "high_water_mark": "nothing: a response is read in the sizes its reader asks for (read(size))",
 }
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 

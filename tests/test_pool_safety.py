@@ -203,6 +203,32 @@ def test_options_given_in_the_wrong_place_say_where_they_belong(server, call, wh
     assert server.connections_total == 0
 
 
+# Node's own request options with no counterpart here: each says what to do instead, where the
+# nearest spelling named another option (localPort -> default_port, signal -> sigalgs,
+# uniqueHeaders -> headers) or nothing was said (lookup, createConnection, insecureHTTPParser).
+@pytest.mark.parametrize(
+    "name,says",
+    [
+        ("localPort", "local_address= binds the address"),
+        ("signal", "req.destroy() or wrap the call in gevent.Timeout"),
+        ("uniqueHeaders", "a header given once"),
+        ("joinDuplicateHeaders", "res.raw_headers"),
+        ("lookup", "gevent's resolver"),
+        ("hints", "gevent's resolver"),
+        ("createConnection", "override its create_connection"),
+        ("insecureHTTPParser", "parsed strictly"),
+        ("highWaterMark", "read(size)"),
+        ("cookies", "a Cookie header"),
+    ],
+)
+def test_nodes_options_without_a_counterpart_say_what_to_do_instead(server, name, says):
+    for call in (lambda: ga.get(server.url("/"), **{name: 1}), lambda: ga.Agent(**{name: 1})):
+        with pytest.raises(UnknownOptionError) as info:
+            call()
+        assert says in str(info.value) and "did you mean" not in str(info.value), str(info.value)
+    assert server.connections_total == 0
+
+
 def _request_with(url: str, agent: Any = None, **options: Any) -> Any:
     return ga.request(options.pop("method", "GET"), url, agent=agent, **options)
 
