@@ -50,6 +50,7 @@ CONNECT_OPTIONS: FrozenSet[str] = frozenset(
         "timeout",
         "auto_select_family",
         "auto_select_family_attempt_timeout",
+        "lookup",
     )
 )
 #: TLS options (Node's ``tls.connect`` / ``https.Agent`` names in snake_case), on an
@@ -176,8 +177,7 @@ _FOREIGN = {
     # Node's own request options that have no counterpart here, each with what to do instead
     # (a near spelling would mislead: localPort is not default_port, signal is not sigalgs)
     "create_connection": "nothing: subclass Agent and override its create_connection(options, callback)",
-    "lookup": "nothing: names resolve through gevent's resolver (GEVENT_RESOLVER); an IP address skips it",
-    "hints": "nothing: names resolve through gevent's resolver (GEVENT_RESOLVER); family= picks the family",
+    "hints": "nothing: family= picks the family; lookup=(hostname, family) resolves names your way",
     "local_port": "nothing: local_address= binds the address; the kernel picks the port",
     "signal": "nothing: to abort, call req.destroy() or wrap the call in gevent.Timeout(seconds)",
     "insecure_http_parser": "nothing: responses are always parsed strictly (llhttp, as Node's default)",
@@ -347,7 +347,7 @@ def validate_seconds(name: str, value: Any, allow_inf: bool = False) -> Optional
 
 #: The connect options with values to check (the rest are passed on as given).
 CHECKED_CONNECT_OPTIONS: FrozenSet[str] = frozenset(
-    ("connect_timeout", "auto_select_family", "auto_select_family_attempt_timeout")
+    ("connect_timeout", "auto_select_family", "auto_select_family_attempt_timeout", "lookup")
 )
 
 
@@ -358,11 +358,17 @@ def validate_connect_options(options: Mapping[str, Any]) -> None:
     Raises:
         InvalidArgTypeError / OutOfRangeError: ``connect_timeout`` or
             ``auto_select_family_attempt_timeout`` not None or seconds >= 0;
-            ``auto_select_family`` not a bool.
+            ``auto_select_family`` not a bool; ``lookup`` not callable.
     """
     for name in ("connect_timeout", "auto_select_family_attempt_timeout"):
         if name in options:
             validate_seconds(name, options[name])
+    lookup = options.get("lookup")
+    if lookup is not None and not callable(lookup):
+        raise InvalidArgTypeError(
+            'The "options.lookup" property must be of type function. Received type %s (%r)'
+            % (type(lookup).__name__, lookup)
+        )
     if not isinstance(options.get("auto_select_family", True), bool):
         raise InvalidArgTypeError(
             'The "auto_select_family" argument must be of type boolean. Received type %s'

@@ -247,6 +247,10 @@ class Agent(EventEmitter):
             default 0.25): connect options (Node's ``net.connect`` options in snake_case). With
             ``auto_select_family``, a host name's addresses are tried families alternating, each
             attempt but the last for at most the attempt timeout (Node v20's default).
+        lookup (callable | None): ``lookup(hostname, family) -> address(es)``, a resolver in
+            place of gevent's (Node's ``lookup``, synchronous: it may block its greenlet
+            cooperatively); ``family`` is 0, 4 or 6; the answer an IP address, an
+            ``(address, family)`` pair or a list of them. Not asked for IP literals.
 
     Raises:
         UnknownOptionError (a ``TypeError``, ``ERR_INVALID_ARG_VALUE``): an unknown option name

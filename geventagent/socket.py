@@ -49,6 +49,37 @@ def _is_ip(host: str) -> int:
 _PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
 _INF = float("inf")
 _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
+_FAMILY_NUMBERS: Dict[int, int] = {_stdsocket.AF_INET: 4, _stdsocket.AF_INET6: 6}
+
+
+def _looked_up(lookup: Any, host: str, port: int, family: int) -> List[Tuple[int, Any]]:
+    """The addresses a ``lookup`` hook gives for ``host`` (Node's ``lookup`` connect option,
+    synchronous here: the hook may block its greenlet cooperatively): ``lookup(hostname,
+    family)`` with ``family`` 0, 4 or 6, returning an IP address string, an ``(address,
+    family)`` pair, or a list of either. An OSError it raises (``socket.gaierror`` included) is
+    the connect's error, as a resolver's would be.
+
+    Raises:
+        InvalidArgValueError (Node's ``ERR_INVALID_IP_ADDRESS``): something that is not an IP
+            address; (``ENOTFOUND``) no address of the family asked for."""
+    from .errors import InvalidArgValueError
+
+    wanted = _FAMILY_NUMBERS.get(family, 0)
+    answer = lookup(host, wanted)
+    items = [answer] if isinstance(answer, (str, tuple)) else list(answer or ())
+    candidates: List[Tuple[int, Any]] = []
+    for item in items:
+        address = item[0] if isinstance(item, tuple) else item
+        fam = _is_ip(address) if isinstance(address, str) else 0
+        if not fam:
+            raise InvalidArgValueError("Invalid IP address: %r (from lookup)" % (item,), code="ERR_INVALID_IP_ADDRESS")
+        if not wanted or _FAMILY_NUMBERS[fam] == wanted:
+            candidates.append((fam, (address, port) if fam == _stdsocket.AF_INET else (address, port, 0, 0)))
+    if not candidates:
+        raise _stdsocket.gaierror(_stdsocket.EAI_NONAME, "lookup gave no address for %s" % host)
+    return candidates
+
+
 #: Node v20's ``net.getDefaultAutoSelectFamilyAttemptTimeout()`` (250 ms), in seconds.
 AUTO_SELECT_FAMILY_ATTEMPT_TIMEOUT = 0.25
 
@@ -419,6 +450,8 @@ class Socket(EventEmitter):
             if family and family != ip_family:
                 raise OSError(97, "Address family not supported for %s" % host)
             candidates: List[Tuple[int, Any]] = [(ip_family, (host, port))]
+        elif opts.get("lookup") is not None:
+            candidates = _looked_up(opts["lookup"], host, port, family)
         else:
             infos = gsocket.getaddrinfo(host, port, family, _stdsocket.SOCK_STREAM)
             candidates = [(info[0], info[4]) for info in infos]

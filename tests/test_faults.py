@@ -7,13 +7,16 @@ from __future__ import annotations
 import gc
 import os
 import random
+import time
 
 import gevent
 import pytest
 from greenlet import greenlet
 
 import geventagent as ga
-from geventagent.errors import HttpParseError, NetworkError
+from geventagent.errors import GeventAgentError, HttpParseError, NetworkError
+
+from .conftest import spawn_all
 
 
 def live_greenlets():
@@ -299,3 +302,83 @@ def test_a_name_that_does_not_resolve_has_nodes_getaddrinfo_code(leak_check, mon
     assert info.value.code == code
     assert str(info.value) == "getaddrinfo %s api.example.test" % code
     assert agent.total_socket_count == 0 and not agent.sockets
+
+
+# -- Node's `lookup` connect option: the caller's resolver ----------------------------------------
+def test_a_lookup_hook_resolves_names_for_the_connect(make_server, make_agent, monkeypatch):
+    # Node's `lookup` (net.connect's): the hook is asked for a name's addresses in place of the
+    # resolver (here, getaddrinfo would fail for these names), on an agent or a request, with
+    # Node's family numbers; an IP literal asks nobody.
+    from gevent import socket as gsocket
+
+    def no_resolver(*args, **kw):
+        raise AssertionError("getaddrinfo called despite lookup")
+
+    monkeypatch.setattr(gsocket, "getaddrinfo", no_resolver)
+    server = make_server()
+    asked = []
+
+    def lookup(hostname, family):
+        asked.append((hostname, family))
+        return "127.0.0.1"
+
+    agent = make_agent(keep_alive=True, lookup=lookup)
+    assert agent.get("http://svc.internal:%d/a" % server.port).read() == b"Hello World"
+    assert agent.get("http://127.0.0.1:%d/b" % server.port).read() == b"Hello World"
+    assert asked == [("svc.internal", 0)]
+    # a request's own, each answer form: a pair, a list (a refused ::1 first: the next is tried)
+    for answer, family in ((("127.0.0.1", 4), None), (["::1", "127.0.0.1"], None), ([("127.0.0.1", 4)], 4)):
+        extra = {"family": family} if family else {}
+        res = ga.get("http://other.internal:%d/" % server.port, agent=False, lookup=lambda h, f: answer, **extra)
+        assert res.read() == b"Hello World"
+    asked.clear()
+    ga.get("http://v4.internal:%d/" % server.port, agent=False, family=4, lookup=lookup).read()
+    assert asked == [("v4.internal", 4)]  # (Node's family number, not socket.AF_INET)
+
+
+@pytest.mark.parametrize(
+    "answer, code",
+    [
+        (lambda h, f: "not-an-ip", "ERR_INVALID_IP_ADDRESS"),
+        (lambda h, f: [], "ENOTFOUND"),
+        (lambda h, f: ["::1"], "ENOTFOUND"),  # none of the family asked for (4)
+        ("gaierror", "EAI_AGAIN"),
+    ],
+    ids=["not-an-ip", "nothing", "wrong-family", "raises"],
+)
+def test_a_lookup_that_fails_fails_the_request_and_frees_its_slot(make_server, make_agent, answer, code):
+    import socket as stdsocket
+
+    if answer == "gaierror":
+
+        def answer(hostname, family):
+            raise stdsocket.gaierror(stdsocket.EAI_AGAIN, "resolver down")
+
+    server = make_server()
+    agent = make_agent(keep_alive=True, max_sockets=1, family=4)
+    with pytest.raises(GeventAgentError) as info:
+        ga.get("http://svc.internal:%d/" % server.port, agent=agent, lookup=answer).read()
+    assert info.value.code == code
+    assert agent.total_socket_count == 0 and not agent.requests
+    # the one slot is free again: the next request, with a lookup that answers, goes out
+    res = ga.get("http://svc.internal:%d/" % server.port, agent=agent, lookup=lambda h, f: "127.0.0.1")
+    assert res.read() == b"Hello World" and server.connections_total == 1
+
+
+def test_a_lookup_blocks_only_its_own_greenlet_and_a_bad_one_is_refused_up_front(make_server, make_agent):
+    server = make_server()
+
+    def slow_lookup(hostname, family):
+        gevent.sleep(0.2)  # a resolver of the caller's, cooperative
+        return "127.0.0.1"
+
+    agent = make_agent(keep_alive=True, max_sockets=10, lookup=slow_lookup)
+    started = time.monotonic()
+    bodies = spawn_all(*[lambda: agent.get("http://svc.internal:%d/" % server.port).read() for _ in range(10)])
+    assert bodies == [b"Hello World"] * 10
+    assert time.monotonic() - started < 1.5  # in turn they would take 2 s
+    for call in (lambda: ga.Agent(lookup="dns"), lambda: ga.get("http://svc.internal:%d/" % server.port, lookup=3)):
+        with pytest.raises(GeventAgentError) as info:
+            call()
+        assert info.value.code == "ERR_INVALID_ARG_TYPE" and '"options.lookup"' in str(info.value)
+    assert server.connections_total == 10
