@@ -201,8 +201,15 @@ def proxy_tls(sock: Any, proxy: Any, options: Dict[str, Any], limit: Optional[fl
     tls = ctx.wrap_socket(sock, server_hostname=name, do_handshake_on_connect=False)
     try:
         tls.do_handshake()
-    except ssl.SSLError as exc:
-        raise from_ssl_error(exc, proxy.host, _chain_length(exc, tls)) from exc
+    except BaseException as exc:
+        # The TLS socket owns the fd now (``sock`` is detached), and the caller knows only
+        # ``sock``: closed here, or the fd stayed open until the exception and its frames went
+        # (a caller keeping the error kept the connection to the proxy).
+        chain = _chain_length(exc, tls)
+        tls.close()
+        if isinstance(exc, ssl.SSLError):
+            raise from_ssl_error(exc, proxy.host, chain) from exc
+        raise
     return tls
 
 

@@ -435,6 +435,16 @@ def test_an_https_proxy_is_verified(make_server, make_agent, tls_relay):
     with pytest.raises(ga.GeventAgentError) as info:
         agent.get(origin.url("/"))
     assert info.value.code == "UNABLE_TO_VERIFY_LEAF_SIGNATURE" and origin.connections_total == 0
+    # The failed TLS socket to the proxy is closed at once, not when the error is dropped: the
+    # caller holds it here (it was open, and its fd, for as long as the error and its frames lived).
+    import gc
+
+    client_side = [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, gssl.SSLSocket) and not obj.server_side and obj.fileno() != -1
+    ]
+    assert client_side == [] and info.value is not None
 
 
 # -- choosing the proxy ------------------------------------------------------------------------------
