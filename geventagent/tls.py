@@ -217,9 +217,13 @@ def _chain_length(exc: BaseException, tls: Any) -> int:
     """How many certificates the peer sent, after a failed verification (0: unknown)."""
     if not isinstance(exc, ssl.SSLCertVerificationError):
         return 0
-    try:  # Python 3.10+ (public in 3.13)
-        chain = tls._sslobj.get_unverified_chain()
-    except (AttributeError, ValueError, ssl.SSLError):
+    sslobj = getattr(tls, "_sslobj", None)  # the C object of a TLS socket; an SSLObject in TlsInTls
+    getter = getattr(sslobj, "get_unverified_chain", None)  # Python 3.10+ (public in 3.13)
+    if getter is None:  # an SSLObject before 3.13: its own C object has it
+        getter = getattr(getattr(sslobj, "_sslobj", None), "get_unverified_chain", None)
+    try:
+        chain = getter() if getter is not None else None
+    except (ValueError, ssl.SSLError):
         return 0
     return len(chain) if chain else 0
 

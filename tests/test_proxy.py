@@ -447,6 +447,27 @@ def test_an_https_proxy_is_verified(make_server, make_agent, tls_relay):
     assert client_side == [] and info.value is not None
 
 
+@pytest.mark.parametrize("via", ["direct", "https proxy"])
+def test_an_untrusted_origin_has_the_same_code_with_or_without_an_https_proxy(
+    tls_server, ca, make_agent, tls_relay, via
+):
+    # Through an https:// proxy the origin's TLS runs in an SSLObject, whose certificate chain
+    # was not read: a lone untrusted leaf came out UNABLE_TO_GET_ISSUER_CERT_LOCALLY there and
+    # UNABLE_TO_VERIFY_LEAF_SIGNATURE (Node's code for it) direct.
+    import gc
+
+    server = tls_server()
+    proxy = {"proxy": tls_relay.url, "proxy_tls": {"ca": ca.cert_pem.bytes()}} if via != "direct" else {}
+    agent = make_agent(ga.HttpsAgent, ca=trustme.CA().cert_pem.bytes(), **proxy)
+    with pytest.raises(ga.GeventAgentError) as info:
+        agent.get(server.url("/"))
+    assert info.value.code == "UNABLE_TO_VERIFY_LEAF_SIGNATURE" and server.requests == []
+    open_client = [
+        o for o in gc.get_objects() if isinstance(o, gssl.SSLSocket) and not o.server_side and o.fileno() != -1
+    ]
+    assert open_client == [] and agent.total_socket_count == 0
+
+
 # -- choosing the proxy ------------------------------------------------------------------------------
 def test_a_request_overrides_the_agents_proxy(make_server, make_agent, relay):
     origin = _origin(make_server)
