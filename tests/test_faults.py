@@ -11,6 +11,7 @@ import time
 
 import gevent
 import pytest
+import trustme
 from greenlet import greenlet
 
 import geventagent as ga
@@ -382,3 +383,124 @@ def test_a_lookup_blocks_only_its_own_greenlet_and_a_bad_one_is_refused_up_front
             call()
         assert info.value.code == "ERR_INVALID_ARG_TYPE" and '"options.lookup"' in str(info.value)
     assert server.connections_total == 10
+
+
+# -- every failure closes its client socket at once ---------------------------------------------
+def _client_sockets_to(ports):
+    """The client sockets still open to any of ``ports`` (live objects, whatever holds them)."""
+    from gevent import socket as gsocket
+    from gevent import ssl as gssl
+
+    gc.collect()
+    found = []
+    for obj in gc.get_objects():
+        if not isinstance(obj, gsocket.socket) or obj.fileno() == -1:
+            continue
+        if isinstance(obj, gssl.SSLSocket) and obj.server_side:
+            continue
+        try:
+            peer = obj.getpeername()
+        except OSError:
+            continue  # a listener, or never connected
+        if peer[1] in ports:
+            found.append(obj)
+    return found
+
+
+FAILURES = [
+    "refused",
+    "reset at once",
+    "head timeout",
+    "gevent.Timeout in the head",
+    "https handshake timeout",
+    "https to a plain server",
+    "gevent.Timeout in the handshake",
+    "https untrusted",
+    "http proxy refused",
+    "https proxy silent",
+    "gevent.Timeout at an https proxy",
+    "https proxy untrusted",
+    "connect tunnel silent",
+    "socks silent",
+    "socks closes",
+    "lookup raises",
+]
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_failed_request_leaves_no_socket_open_while_its_error_lives(make_server, ca, failure):
+    # The error (and its traceback's frames) is kept, as a caller that logs or stores it keeps it:
+    # a socket only those frames held stayed open until the error went (an https:// proxy's TLS
+    # socket did, after a failed handshake).
+    import socket as stdsocket
+    import ssl
+
+    from gevent import ssl as gssl
+    from gevent.server import StreamServer
+
+    from .conftest import server_context
+
+    held = []
+
+    def silent(sock, addr):
+        held.append(sock)
+        gevent.sleep(10)
+
+    def closer(sock, addr):
+        sock.close()
+
+    servers = [StreamServer(("127.0.0.1", 0), silent), StreamServer(("127.0.0.1", 0), closer)]
+    for s in servers:
+        s.start()
+    quiet, shut = (s.server_port for s in servers)
+    plain = make_server()
+    tls = make_server(ssl_context=server_context(ca))
+    spare = stdsocket.socket()
+    spare.bind(("127.0.0.1", 0))
+    refused = spare.getsockname()[1]
+    spare.close()
+    trust = ca.cert_pem.bytes()
+    untrusted = trustme.CA().cert_pem.bytes()
+    proxy_ctx = gssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(proxy_ctx)
+
+    def https(port, **kw):
+        return lambda: ga.get("https://127.0.0.1:%d/" % port, agent=ga.HttpsAgent(**kw))
+
+    def http(port, **kw):
+        return lambda: ga.get("http://127.0.0.1:%d/" % port, agent=ga.Agent(**kw))
+
+    calls = {
+        "refused": http(refused),
+        "reset at once": http(shut, retry=False),
+        "head timeout": http(quiet, timeout=0.1),
+        "gevent.Timeout in the head": lambda: gevent.with_timeout(0.1, http(quiet)),
+        "https handshake timeout": https(quiet, ca=trust, timeout=0.1),
+        "https to a plain server": https(plain.port, ca=trust),
+        "gevent.Timeout in the handshake": lambda: gevent.with_timeout(0.1, https(quiet, ca=trust)),
+        "https untrusted": https(tls.port, ca=untrusted),
+        "http proxy refused": http(plain.port, proxy="http://127.0.0.1:%d" % refused),
+        "https proxy silent": https(tls.port, ca=trust, proxy="https://127.0.0.1:%d" % quiet, timeout=0.1),
+        "gevent.Timeout at an https proxy": lambda: gevent.with_timeout(
+            0.1, https(tls.port, ca=trust, proxy="https://127.0.0.1:%d" % quiet)
+        ),
+        "https proxy untrusted": https(
+            tls.port, ca=trust, proxy="https://127.0.0.1:%d" % tls.port, proxy_tls={"ca": untrusted}
+        ),
+        "connect tunnel silent": https(tls.port, ca=trust, proxy="http://127.0.0.1:%d" % quiet, timeout=0.1),
+        "socks silent": http(plain.port, proxy="socks5://127.0.0.1:%d" % quiet, timeout=0.1),
+        "socks closes": http(plain.port, proxy="socks5://127.0.0.1:%d" % shut),
+        "lookup raises": lambda: ga.get(
+            "http://svc.internal:%d/" % plain.port, agent=ga.Agent(), lookup=lambda host, family: 1 / 0
+        ),
+    }
+    try:
+        with pytest.raises(BaseException) as info:  # (gevent.Timeout is a BaseException)
+            calls[failure]()
+        assert not isinstance(info.value, (AssertionError, KeyError)), info.value
+        assert _client_sockets_to({refused, quiet, shut, plain.port, tls.port}) == []
+    finally:
+        for s in servers:
+            s.stop()
+        for sock in held:
+            sock.close()
