@@ -260,10 +260,18 @@ def _recv_exactly(sock: Any, n: int, proxy: Proxy, what: str) -> bytes:
     return data
 
 
-def socks_connect(sock: Any, host: str, port: int, proxy: Proxy) -> None:
+def _resolve(lookup: Any, host: str, port: int, family: int) -> str:
+    """The first address ``lookup`` gives for ``host`` (``family`` 0, 4 or 6)."""
+    from .socket import _FAMILIES, _looked_up
+
+    return str(_looked_up(lookup, host, port, _FAMILIES.get(family, 0))[0][1][0])
+
+
+def socks_connect(sock: Any, host: str, port: int, proxy: Proxy, lookup: Any = None) -> None:
     """Ask the SOCKS ``proxy`` (connected on the gevent ``sock``) to connect to ``host:port``;
     blocks the calling greenlet, bounded by the socket's timeout. ``socks5`` and ``socks4`` resolve
-    the name here (cooperatively); ``socks5h`` and ``socks4a`` let the proxy resolve it.
+    the name here (cooperatively; through ``lookup(hostname, family)`` when given, the agent's
+    ``lookup`` option); ``socks5h`` and ``socks4a`` let the proxy resolve it.
 
     Raises:
         ProxyTunnelError (``ERR_PROXY_TUNNEL``): the proxy refused (its reply in the message), asked
@@ -284,7 +292,8 @@ def socks_connect(sock: Any, host: str, port: int, proxy: Proxy) -> None:
                 name = b""
             except ValueError:
                 if proxy.scheme == "socks4":
-                    address = ipaddress.IPv4Address(gsocket.gethostbyname(host)).packed
+                    ip4 = _resolve(lookup, host, port, 4) if lookup is not None else gsocket.gethostbyname(host)
+                    address = ipaddress.IPv4Address(ip4).packed
                     name = b""
                 else:  # 4a: 0.0.0.x and the name after the user id
                     address, name = b"\0\0\0\1", host.encode("idna") + b"\0"
@@ -318,7 +327,10 @@ def socks_connect(sock: Any, host: str, port: int, proxy: Proxy) -> None:
             target = (b"\1" if ip.version == 4 else b"\4") + ip.packed
         except ValueError:
             if proxy.scheme == "socks5":  # resolve here, as curl's socks5:// does
-                ip = ipaddress.ip_address(gsocket.getaddrinfo(host, port, 0, gsocket.SOCK_STREAM)[0][4][0])
+                if lookup is not None:
+                    ip = ipaddress.ip_address(_resolve(lookup, host, port, 0))
+                else:
+                    ip = ipaddress.ip_address(gsocket.getaddrinfo(host, port, 0, gsocket.SOCK_STREAM)[0][4][0])
                 target = (b"\1" if ip.version == 4 else b"\4") + ip.packed
             else:
                 name = host.encode("idna")

@@ -423,7 +423,11 @@ class Socket(EventEmitter):
             sock.settimeout(limit)
             opts = self.options
             socks_connect(
-                sock, opts.get("host") or "localhost", int(opts.get("port") or (443 if self.tunnels else 80)), proxy
+                sock,
+                opts.get("host") or "localhost",
+                int(opts.get("port") or (443 if self.tunnels else 80)),
+                proxy,
+                opts.get("lookup"),
             )
             return sock
         if self.tunnels:

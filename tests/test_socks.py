@@ -171,3 +171,20 @@ def test_socks4a_sends_the_name_for_the_proxy_to_resolve(make_agent):
     handshake, request = seen
     assert handshake == b"\x04\x01\x1f\x90\x00\x00\x00\x01alice\x00origin.test\x00"
     assert request.startswith(b"GET /x HTTP/1.1\r\n")  # origin form through SOCKS
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks4"])
+def test_a_lookup_resolves_the_origin_for_a_socks_proxy_that_resolves_here(make_server, make_agent, pproxy, scheme):
+    # socks5:// and socks4:// resolve the origin's name on this side: through the agent's
+    # lookup when it has one (it was gevent's resolver whatever the lookup said).
+    port = pproxy(scheme)
+    origin = make_server(lambda req: Response(200, b"looked up"))
+    asked = []
+
+    def lookup(hostname, family):
+        asked.append((hostname, family))
+        return "127.0.0.1"
+
+    agent = make_agent(keep_alive=True, proxy="%s://127.0.0.1:%d" % (scheme, port), lookup=lookup)
+    assert ga.get("http://svc.internal:%d/" % origin.port, agent=agent).read() == b"looked up"
+    assert asked == [("svc.internal", 4 if scheme == "socks4" else 0)]  # (the proxy's own name is an IP)
