@@ -13,7 +13,7 @@ import functools
 import math
 import os
 import re
-from typing import Any, Dict, FrozenSet, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
 from .errors import InvalidArgTypeError, InvalidArgValueError, OutOfRangeError, SocketBadPortError, UnknownOptionError
@@ -471,12 +471,38 @@ _TEMPLATES: Dict[str, Template] = {}
 # it): printable ASCII but for the percent-encode sets; anything else (space, controls, non-ASCII as
 # UTF-8) is percent-encoded. An escape already there ("%C3%A9", or a stray "%zz") is left alone.
 _PRINTABLE = "".join(map(chr, range(0x21, 0x7F)))
+_C0_OR_SPACE = "".join(map(chr, range(0x21)))
 _PATH_SAFE = "".join(c for c in _PRINTABLE if c not in '"#<>?`{}')
 _QUERY_SAFE = "".join(c for c in _PRINTABLE if c not in "\"#<>'")
 _NEEDS_QUOTING = re.compile(r"[^!$-;=@-_a-z|~]|['\\`{}]")  # outside either safe set, or a backslash
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # WHATWG's forbidden host code points ("%" aside, which Node decodes first; ":" is an IPv6 literal's)
 _FORBIDDEN_HOST = re.compile(r"[\x00-\x20\x7f#/<>?@\[\\\]^|]")
+
+
+_SINGLE_DOT = frozenset((".", "%2e"))
+_DOUBLE_DOT = frozenset(("..", ".%2e", "%2e.", "%2e%2e"))
+
+
+def _remove_dot_segments(path: str) -> str:
+    """``/a/./b/../c`` -> ``/a/c`` (WHATWG's path state, as Node's ``new URL()``, and urllib3's
+    parse_url: RFC 3986 §5.2.4; ``%2e`` counts as a dot); a last ``.`` or ``..`` leaves a slash."""
+    segments = path.split("/")[1:]
+    out: List[str] = []
+    last = len(segments) - 1
+    for index, segment in enumerate(segments):
+        lower = segment.lower()
+        if lower in _DOUBLE_DOT:
+            if out:
+                out.pop()
+            if index == last:
+                out.append("")
+        elif lower in _SINGLE_DOT:
+            if index == last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
 
 
 def _quote(part: str, safe: str) -> str:
@@ -514,7 +540,7 @@ def _ascii_hostname(hostname: str, url: str) -> str:
 
 @functools.lru_cache(maxsize=2048)
 def _parse_url(url: str) -> Dict[str, Any]:
-    parts = urlsplit(url)
+    parts = urlsplit(url.strip(_C0_OR_SPACE))  # (WHATWG strips them at both ends; urlsplit the leading)
     if not parts.scheme or not parts.netloc:
         raise InvalidArgValueError("Invalid URL: %r" % (url,), code="ERR_INVALID_URL")
     hostname = _ascii_hostname(parts.hostname or "localhost", url)
@@ -530,6 +556,8 @@ def _parse_url(url: str) -> Dict[str, Any]:
         # http(s) URLs are "special": a backslash in the path is a slash (WHATWG; Node sends
         # "/a/b" for "http://h/a\\b")
         path = _quote(path.replace("\\", "/"), _PATH_SAFE)
+    if "." in path or "%2" in path:
+        path = _remove_dot_segments(path)
     if query:
         path += "?" + (_quote(query, _QUERY_SAFE) if _NEEDS_QUOTING.search(query) else query)
     opts["path"] = path
