@@ -260,11 +260,12 @@ def _recv_exactly(sock: Any, n: int, proxy: Proxy, what: str) -> bytes:
     return data
 
 
-def _resolve(lookup: Any, host: str, port: int, family: int) -> str:
-    """The first address ``lookup`` gives for ``host`` (``family`` 0, 4 or 6)."""
-    from .socket import _FAMILIES, _looked_up
+def _first_address(lookup: Any, host: str, port: int, family: int) -> str:
+    """``host``'s first address (``family``: an ``AF_*`` constant or 0), as the connect resolves
+    it: gevent's resolver, or the agent's ``lookup``."""
+    from .socket import resolve
 
-    return str(_looked_up(lookup, host, port, _FAMILIES.get(family, 0))[0][1][0])
+    return str(resolve(lookup, host, port, family)[0][1][0])
 
 
 def socks_connect(sock: Any, host: str, port: int, proxy: Proxy, lookup: Any = None) -> None:
@@ -292,8 +293,7 @@ def socks_connect(sock: Any, host: str, port: int, proxy: Proxy, lookup: Any = N
                 name = b""
             except ValueError:
                 if proxy.scheme == "socks4":
-                    ip4 = _resolve(lookup, host, port, 4) if lookup is not None else gsocket.gethostbyname(host)
-                    address = ipaddress.IPv4Address(ip4).packed
+                    address = ipaddress.IPv4Address(_first_address(lookup, host, port, gsocket.AF_INET)).packed
                     name = b""
                 else:  # 4a: 0.0.0.x and the name after the user id
                     address, name = b"\0\0\0\1", host.encode("idna") + b"\0"
@@ -327,10 +327,7 @@ def socks_connect(sock: Any, host: str, port: int, proxy: Proxy, lookup: Any = N
             target = (b"\1" if ip.version == 4 else b"\4") + ip.packed
         except ValueError:
             if proxy.scheme == "socks5":  # resolve here, as curl's socks5:// does
-                if lookup is not None:
-                    ip = ipaddress.ip_address(_resolve(lookup, host, port, 0))
-                else:
-                    ip = ipaddress.ip_address(gsocket.getaddrinfo(host, port, 0, gsocket.SOCK_STREAM)[0][4][0])
+                ip = ipaddress.ip_address(_first_address(lookup, host, port, 0))
                 target = (b"\1" if ip.version == 4 else b"\4") + ip.packed
             else:
                 name = host.encode("idna")

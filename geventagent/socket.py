@@ -21,7 +21,15 @@ import gevent
 from gevent import socket as gsocket
 
 from . import _hub
-from .errors import GeventAgentError, NetworkError, RequestTimeout, StaleSocket, from_os_error, socket_hang_up
+from .errors import (
+    GeventAgentError,
+    InvalidArgValueError,
+    NetworkError,
+    RequestTimeout,
+    StaleSocket,
+    from_os_error,
+    socket_hang_up,
+)
 from .events import EventEmitter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,21 +57,22 @@ def _is_ip(host: str) -> int:
 _PEEK_FLAGS = _stdsocket.MSG_PEEK | _stdsocket.MSG_DONTWAIT
 _INF = float("inf")
 _FAMILIES = {4: _stdsocket.AF_INET, 6: _stdsocket.AF_INET6}
-_FAMILY_NUMBERS: Dict[int, int] = {_stdsocket.AF_INET: 4, _stdsocket.AF_INET6: 6}
+_FAMILY_NUMBERS: Dict[int, int] = {af: number for number, af in _FAMILIES.items()}
 
 
-def _looked_up(lookup: Any, host: str, port: int, family: int) -> List[Tuple[int, Any]]:
-    """The addresses a ``lookup`` hook gives for ``host`` (Node's ``lookup`` connect option,
+def resolve(lookup: Any, host: str, port: int, family: int) -> List[Tuple[int, Any]]:
+    """``[(family, sockaddr), ...]`` for a host name (``family``: an ``AF_*`` constant or 0), from
+    gevent's resolver or, given one, a ``lookup`` hook (Node's ``lookup`` connect option,
     synchronous here: the hook may block its greenlet cooperatively): ``lookup(hostname,
     family)`` with ``family`` 0, 4 or 6, returning an IP address string, an ``(address,
-    family)`` pair, or a list of either. An OSError it raises (``socket.gaierror`` included) is
-    the connect's error, as a resolver's would be.
+    family)`` pair, or a list of either. An OSError either raises (``socket.gaierror``
+    included) is the connect's error.
 
     Raises:
-        InvalidArgValueError (Node's ``ERR_INVALID_IP_ADDRESS``): something that is not an IP
-            address; (``ENOTFOUND``) no address of the family asked for."""
-    from .errors import InvalidArgValueError
-
+        InvalidArgValueError (Node's ``ERR_INVALID_IP_ADDRESS``): a lookup's answer that is not an
+            IP address; ``socket.gaierror`` (``ENOTFOUND``): no address of the family asked for."""
+    if lookup is None:
+        return [(info[0], info[4]) for info in gsocket.getaddrinfo(host, port, family, _stdsocket.SOCK_STREAM)]
     wanted = _FAMILY_NUMBERS.get(family, 0)
     answer = lookup(host, wanted)
     items = [answer] if isinstance(answer, (str, tuple)) else list(answer or ())
@@ -454,11 +463,8 @@ class Socket(EventEmitter):
             if family and family != ip_family:
                 raise OSError(97, "Address family not supported for %s" % host)
             candidates: List[Tuple[int, Any]] = [(ip_family, (host, port))]
-        elif opts.get("lookup") is not None:
-            candidates = _looked_up(opts["lookup"], host, port, family)
         else:
-            infos = gsocket.getaddrinfo(host, port, family, _stdsocket.SOCK_STREAM)
-            candidates = [(info[0], info[4]) for info in infos]
+            candidates = resolve(opts.get("lookup"), host, port, family)
         local = opts.get("local_address")
         attempt: Optional[float] = None
         if len(candidates) > 1 and not family and not local and opts.get("auto_select_family", True):
