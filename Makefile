@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: venv test demo lint clean bench bench-race loadtest requests-suite test-locust-oldest test-urllib3-1
+.PHONY: venv test demo lint clean bench bench-race loadtest requests-suite test-oldest test-locust-oldest test-urllib3-1
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -60,18 +60,26 @@ $(SUITE_STAMP): setup.py
 requests-suite: $(SUITE_STAMP)
 	$(SUITE_VENV)/bin/python tests/requests_suite/run.py
 
-# The oldest locust setup.py accepts (2.20.0), in a venv of its own: the locust tests again.
-OLDLOC_VENV := .venv-locust-oldest
+# The oldest of every dependency setup.py accepts (gevent, greenlet, httptools, idna, locust 2.20.0,
+# gunicorn 21.2.0), in a venv of its own: the whole suite again. setuptools is pinned because
+# gevent 22.10's patch_all() loads its plugins through pkg_resources, which setuptools 80 removed
+# and which, before 71, does not find zope_interface-*.dist-info (the name newer wheels use).
+OLDLOC_VENV := .venv-oldest
 OLDLOC_STAMP := $(OLDLOC_VENV)/.installed
 
 $(OLDLOC_STAMP): setup.py
 	$(PYTHON) -m venv $(OLDLOC_VENV)
-	$(OLDLOC_VENV)/bin/python -m pip install -q --disable-pip-version-check -e . 'locust==2.20.0' pytest pytest-timeout \
-		hypothesis trustme
+	$(OLDLOC_VENV)/bin/python -m pip install -q --disable-pip-version-check -e . 'gevent==22.10.2' 'greenlet==2.0.0' \
+		'httptools==0.6.3' 'idna==3.0' 'locust==2.20.0' 'gunicorn==21.2.0' 'setuptools==75.9.1' 'pytest<10' \
+		pytest-timeout hypothesis trustme 'proxy.py' pproxy requests
 	touch $(OLDLOC_STAMP)
 
-test-locust-oldest: $(OLDLOC_STAMP)
+test-oldest: $(OLDLOC_STAMP)
+	$(OLDLOC_VENV)/bin/python -m pytest -p no:anyio -p no:cacheprovider tests --ignore=tests/locust
 	$(OLDLOC_VENV)/bin/python -m pytest -p no:anyio -p no:cacheprovider tests/locust
+
+# (its former name, when only locust was at its oldest)
+test-locust-oldest: test-oldest
 
 # requests still accepts urllib3 1.26 (pinned where OpenSSL < 1.1.1 or an old botocore is): the
 # requests adapter's tests on it, in a venv of its own.
@@ -88,7 +96,7 @@ test-urllib3-1: $(U3_STAMP)
 	$(U3_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_requests_adapter.py tests/test_https.py tests/test_socks.py
 
 clean:
-	rm -rf $(VENV) $(SUITE_VENV) $(OLDLOC_VENV) $(U3_VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(SUITE_VENV) $(OLDLOC_VENV) .venv-locust-oldest $(U3_VENV) build *.egg-info .pytest_cache
 
 LINT_STAMP := $(VENV)/.installed-lint
 

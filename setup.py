@@ -9,7 +9,11 @@ setup(
     packages=find_packages(include=["geventagent", "geventagent.*"]),
     package_data={"geventagent": ["py.typed"]},
     python_requires=">=3.8",
-    install_requires=["gevent>=22.10", "greenlet>=2.0", "httptools>=0.6", "certifi", "idna>=3"],
+    # The floors are tested: `make test-oldest` runs the whole suite on exactly these versions.
+    # httptools 0.6.3 is the first whose llhttp rejects what Node v20 rejects (before it, a header
+    # name with a space and obs-fold continuation lines were accepted; a bare LF after a chunk size
+    # too). gevent 22.10.2 is the first on greenlet 2 (22.10.1 requires greenlet < 2).
+    install_requires=["gevent>=22.10.2", "greenlet>=2.0", "httptools>=0.6.3", "certifi", "idna>=3"],
     extras_require={
         "test": [
             "pytest>=7",
