@@ -222,12 +222,17 @@ class HttpTestServer:
         if self.connections_active > self.connections_peak:
             self.connections_peak = self.connections_active
         if self.ssl_context is not None:
+            # (the handshake apart from the wrap: a failed one inside gevent's wrap_socket leaves
+            # the TLS socket, which took the fd, open until it is collected)
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             try:
-                sock = self.ssl_context.wrap_socket(sock, server_side=True)
-            except OSError:  # ssl.SSLError is an OSError
-                self.tls_failures += 1
+                sock.do_handshake()
+            except BaseException as error:  # (a stop() mid-handshake kills with GreenletExit)
                 self.connections_active -= 1
                 sock.close()
+                if not isinstance(error, OSError):  # ssl.SSLError is an OSError
+                    raise
+                self.tls_failures += 1
                 return
             self.tls_handshakes += 1
             if sock.session_reused:

@@ -189,7 +189,11 @@ def test_a_callers_transfer_encoding_chunked_is_framed_whatever_the_body(make_se
         body = open(path, "rb")
     server = make_server(lambda req: Response(200, req.body))
     agent = make_agent(keep_alive=True)
-    res = ga.request("POST", server.url("/"), agent=agent, body=body, headers={"Transfer-Encoding": "chunked"})
+    try:
+        res = ga.request("POST", server.url("/"), agent=agent, body=body, headers={"Transfer-Encoding": "chunked"})
+    finally:
+        if hasattr(body, "close"):
+            body.close()  # (the caller's file: the agent reads it, the caller closes it)
     assert res.read() == SMUGGLE  # the server read it as a body, chunk-framed
     assert [r.path for r in server.requests] == ["/"]  # and saw no second request
     assert server.requests[0].headers["transfer-encoding"] == "chunked"

@@ -261,10 +261,13 @@ def external_server():
         text=True,
         env=dict(os.environ, PYTHONPATH=ROOT),
     )
-    port = int(proc.stdout.readline())
-    yield port
-    proc.stdin.close()
-    proc.wait(10)
+    try:
+        port = int(proc.stdout.readline())
+        yield port
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+        proc.stdout.close()
 
 
 def test_import_is_free_of_asyncio_futures_and_threads():

@@ -194,7 +194,8 @@ class Gunicorn:
         if hooks:
             cmd += ["-c", "python:geventagent.contrib.gunicorn"]
         cmd.append("gapp:app")
-        self.proc = subprocess.Popen(cmd, cwd=str(tmp), env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        with self.log.open("wb") as log:  # (the child has its own copy of the fd)
+            self.proc = subprocess.Popen(cmd, cwd=str(tmp), env=env, stdout=log, stderr=subprocess.STDOUT)
         self.port = self._wait_listening()
         self._wait_booted(workers)
 

@@ -43,6 +43,9 @@ def _stop_all(procs) -> None:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _wait_listening(port: int, proc: subprocess.Popen, seconds: float = 15) -> None:
@@ -89,11 +92,18 @@ def proxy_py():
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(proc)
         deadline = time.monotonic() + 20
-        while not (os.path.exists(port_file) and open(port_file).read().strip()):
+
+        def read_port():
+            if not os.path.exists(port_file):
+                return ""
+            with open(port_file) as fh:
+                return fh.read().strip()
+
+        while not read_port():
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("proxy.py did not start")
             time.sleep(0.05)
-        port = int(open(port_file).read())
+        port = int(read_port())
         _wait_listening(port, proc)
         return "http://127.0.0.1:%d" % port
 
@@ -120,8 +130,7 @@ def tinyproxy():
         _wait_listening(port, proc)
         yield "http://127.0.0.1:%d" % port
     finally:
-        proc.terminate()
-        proc.wait(5)
+        _stop_all([proc])
 
 
 class RelayProxy:
@@ -137,8 +146,8 @@ class RelayProxy:
         listener = gsocket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)
-        kwargs = {"ssl_context": tls} if tls is not None else {}
-        self.server = StreamServer(listener, self.handle, **kwargs)
+        self.tls = tls  # (wrapped in handle(): gevent's StreamServer leaves a failed handshake's socket open)
+        self.server = StreamServer(listener, self.handle)
         self.server.start()
         self.port = self.server.server_port
         self.url = "%s://127.0.0.1:%d" % ("https" if tls is not None else "http", self.port)
@@ -148,7 +157,11 @@ class RelayProxy:
 
     def handle(self, conn, address):
         self.connections += 1
-        try:
+        if self.tls is not None:
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        try:  # (the finally closes conn whatever ends the handshake too)
+            if self.tls is not None:
+                conn.do_handshake()
             while True:
                 data = b""
                 while b"\r\n\r\n" not in data:
@@ -225,7 +238,13 @@ class RelayProxy:
                     except OSError:
                         pass
 
-        gevent.joinall([gevent.spawn(copy, a, b), gevent.spawn(copy, b, a)])
+        jobs = [gevent.spawn(copy, a, b), gevent.spawn(copy, b, a)]
+        try:
+            gevent.joinall(jobs)
+        finally:  # (stop() kills the handler: the copies and both sockets end with it)
+            gevent.killall(jobs)
+            a.close()
+            b.close()
 
 
 @pytest.fixture
